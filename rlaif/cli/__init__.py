@@ -1,0 +1,1 @@
+"""The `rlaif` command line."""

@@ -1,0 +1,3 @@
+from rlaif.cli.main import main
+
+main()

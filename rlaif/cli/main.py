@@ -1,0 +1,54 @@
+"""`rlaif`: the entry point. Commands live in one module per group; heavy imports stay inside them."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from rlaif.cli import config_cmd, model_cmd, sandbox_cmd
+from rlaif.errors import RlaifError
+
+app = typer.Typer(
+    name="rlaif",
+    help="RL fine-tuning of LLMs with LLM-as-judge rewards.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,  # rich tracebacks print locals, and locals can hold API keys
+)
+app.add_typer(config_cmd.app, name="config")
+app.add_typer(model_cmd.app, name="model")
+app.add_typer(sandbox_cmd.app, name="sandbox")
+
+# Commands whose capability has not landed yet, and the issue that brings each.
+COMING = {
+    "train": ("Run GRPO from a config.", 6),
+    "eval": ("Run a policy on an environment and grade it.", 4),
+    "collect": ("Collect teacher trajectories that pass the graders.", 7),
+    "sft": ("Supervised fine-tuning on collected trajectories.", 7),
+    "env": ("List and check environment plugins.", 4),
+    "judge": ("Score trajectories with a judge; check a judge with canaries.", 5),
+    "launch": ("Submit a run to a Ray cluster.", 8),
+    "report": ("Render a run's curves and trajectories.", 6),
+}
+
+
+def _coming(name: str, help_text: str, issue: int) -> None:
+    def command(args: list[str] = typer.Argument(None, hidden=True)) -> None:
+        raise RlaifError(f"`rlaif {name}` is not yet available: it arrives with issue #{issue}")
+
+    app.command(name, help=f"{help_text} (not yet available: issue #{issue})",
+                context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(command)
+
+
+for _name, (_help, _issue) in COMING.items():
+    _coming(_name, _help, _issue)
+
+
+def main() -> None:
+    """Run the CLI; a user-facing error becomes one line on stderr and a non-zero exit."""
+    try:
+        app()
+    except RlaifError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)

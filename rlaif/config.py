@@ -1,0 +1,196 @@
+"""One typed config tree, loaded from YAML and overridden on the command line as `a.b.c=value`.
+
+Every field is documented by the docstring under it (pydantic keeps these as the field's
+description, so `rlaif config show --doc` can print them). Unknown keys, wrong types and missing
+required values raise `ConfigError`, whose one-line message names the key and, for a typo, the
+closest valid key.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from rlaif.errors import RlaifError
+
+
+class ConfigError(RlaifError):
+    """A config file or override is invalid; the message names the key and the fix."""
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors; docstrings become descriptions."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+
+
+class RunConfig(Section):
+    name: str = "run"
+    """Name of the run; the run directory is `<root>/<name>`."""
+    root: str = "runs"
+    """Folder that holds run directories."""
+    seed: int = 0
+    """Seed for task sampling, model initialisation and everything else random."""
+
+
+class ModelConfig(Section):
+    path: str
+    """Hugging Face model directory of the student (e.g. one built by `rlaif model tiny --out DIR`)."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Weights dtype for the learner and the engines; float32 on the CPU."""
+
+
+class EnvConfig(Section):
+    name: str = "pyfunc"
+    """Environment: a registered name (`rlaif env list`) or a `module:Class` path."""
+    args: dict[str, Any] = Field(default_factory=dict)
+    """Keyword arguments the environment takes (e.g. a data path); checked by the environment."""
+
+
+class SandboxConfig(Section):
+    backend: Literal["docker", "local"] = "docker"
+    """Where commands run: `docker` (containers) or `local` (bubblewrap, for machines without Docker)."""
+    image: str = "rlaif/base:latest"
+    """Image sandboxes start from unless the task names its own."""
+    memory_mb: int = Field(default=512, ge=16)
+    """Memory limit per sandbox, MiB."""
+    cpus: float = Field(default=1.0, gt=0)
+    """CPU limit per sandbox, in cores."""
+    pids: int = Field(default=128, ge=8)
+    """Maximum number of processes per sandbox."""
+    timeout_s: float = Field(default=30.0, gt=0)
+    """Default time limit of one command, seconds; the whole process tree is killed at the limit."""
+
+
+class RolloutConfig(Section):
+    group_size: int = Field(default=8, ge=1)
+    """Samples per task; one GRPO group."""
+    temperature: float = Field(default=1.0, ge=0)
+    """Sampling temperature."""
+    max_tokens: int = Field(default=256, ge=1)
+    """Maximum completion tokens per model turn."""
+    max_turns: int = Field(default=1, ge=1)
+    """Maximum model turns per episode."""
+
+
+class LearnerConfig(Section):
+    lr: float = Field(default=1e-5, gt=0)
+    """Learning rate."""
+    loss: Literal["grpo", "dr_grpo", "dapo", "gspo"] = "grpo"
+    """Policy loss."""
+    steps: int = Field(default=10, ge=1)
+    """Optimizer steps in the run."""
+    batch_tasks: int = Field(default=4, ge=1)
+    """Tasks (groups) per step."""
+
+
+class Config(Section):
+    """The whole rlaif config."""
+
+    model: ModelConfig
+    """The student model."""
+    run: RunConfig = Field(default_factory=RunConfig)
+    """Run naming and seeding."""
+    env: EnvConfig = Field(default_factory=EnvConfig)
+    """The environment tasks come from."""
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    """Sandboxes for tools and unit tests."""
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    """Generation."""
+    learner: LearnerConfig = Field(default_factory=LearnerConfig)
+    """Optimisation."""
+
+
+def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Config:
+    """Read a YAML file (or nothing), apply `a.b.c=value` overrides, validate. Raises ConfigError."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        data = _read_yaml(Path(path))
+    for item in overrides:
+        _apply_override(data, item)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_explain(err, data)) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass the path of a YAML file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"config file {path} is not valid YAML{where}; fix the syntax there") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, not a {type(data).__name__}")
+    return data
+
+
+def _apply_override(data: dict[str, Any], item: str) -> None:
+    key, sep, raw = item.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {item!r} is not of the form a.b.c=value")
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        value = raw
+    *parents, leaf = key.split(".")
+    node = data
+    for i, part in enumerate(parents):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {item!r}: {'.'.join(parents[: i + 1])} is a value, not a section")
+        node = child
+    node[leaf] = value
+
+
+def _explain(err: ValidationError, data: dict[str, Any]) -> str:
+    """Turn pydantic's first error into one line that names the key and the fix."""
+    first = err.errors()[0]
+    loc = [str(p) for p in first["loc"]]
+    key = ".".join(loc)
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        valid = _valid_keys(loc[:-1])
+        close = difflib.get_close_matches(loc[-1], valid, n=1, cutoff=0.5) or [
+            k for k in valid if loc[-1].startswith(k) or k.startswith(loc[-1])
+        ]
+        hint = f"did you mean {'.'.join([*loc[:-1], close[0]])!r}?" if close else f"valid keys: {', '.join(valid)}"
+        return f"unknown config key {key!r}; {hint}"
+    if kind == "missing":
+        section = _section(loc)
+        if section is not None:
+            key += "." + next(n for n, f in section.model_fields.items() if f.is_required())
+        return f"missing required config value {key!r}; set it in the file or pass {key}=..."
+    return f"config key {key!r}: {first['msg']} (got {first.get('input')!r})"
+
+
+def _section(loc: list[str]) -> type[BaseModel] | None:
+    """The config section at a dotted location, or None when it is a value (or not a key)."""
+    model: type[BaseModel] = Config
+    for part in loc:
+        field = model.model_fields.get(part)
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def _valid_keys(loc: list[str]) -> list[str]:
+    section = _section(loc)
+    return list(section.model_fields) if section else []
+
+
+def dump_config(config: Config) -> str:
+    """The resolved config as YAML, in declaration order."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

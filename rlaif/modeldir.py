@@ -1,0 +1,52 @@
+"""Checks on a Hugging Face model directory, so a bad path fails early with one clear line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rlaif.errors import RlaifError
+
+TOOL_PROBE = [
+    {"role": "user", "content": "list files"},
+    {"role": "assistant", "content": "", "tool_calls": [
+        {"id": "c0", "type": "function", "function": {"name": "bash", "arguments": {"cmd": "ls"}}}]},
+    {"role": "tool", "tool_call_id": "c0", "content": "a.py"},
+]
+TOOL_SPEC = [{"type": "function", "function": {
+    "name": "bash", "description": "Run a shell command.",
+    "parameters": {"type": "object", "properties": {"cmd": {"type": "string"}}, "required": ["cmd"]}}}]
+
+
+def require_model_dir(path: str | Path) -> Path:
+    """The path, if it is a model directory; else RlaifError naming the fix."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        what = "does not exist" if not path.exists() else "has no config.json"
+        raise RlaifError(
+            f"model directory {path} {what}; build the tiny model with `rlaif model tiny --out {path}` "
+            "or point model.path at a Hugging Face model directory"
+        )
+    return path
+
+
+def inspect_model_dir(path: str | Path) -> dict[str, Any]:
+    """Architecture, sizes, and whether the chat template renders tools and tool results."""
+    from transformers import AutoTokenizer
+
+    path = require_model_dir(path)
+    config = json.loads((path / "config.json").read_text())
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.chat_template is None:
+        raise RlaifError(f"{path} has no chat template; rlaif renders every prompt with one, add it to the tokenizer")
+    rendered = tokenizer.apply_chat_template(TOOL_PROBE, tools=TOOL_SPEC, tokenize=False, add_generation_prompt=True)
+    hidden, heads = config.get("hidden_size"), config.get("num_attention_heads")
+    return {
+        "architecture": ",".join(config.get("architectures", [])),
+        "vocab": len(tokenizer),
+        "layers": config.get("num_hidden_layers"),
+        "head_dim": config.get("head_dim") or (hidden // heads if hidden and heads else None),
+        "eos": tokenizer.eos_token,
+        "renders_tools": '"bash"' in rendered and "a.py" in rendered,
+    }

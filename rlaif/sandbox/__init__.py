@@ -1,0 +1,1 @@
+"""Sandboxes: isolated places where model-written commands and unit tests run."""

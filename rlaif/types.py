@@ -1,0 +1,132 @@
+"""The records that flow through rlaif: tasks, messages, trajectories, groups, rewards.
+
+All are pydantic models, so `model_dump_json()` / `model_validate_json()` round-trip them exactly;
+run directories store them as JSONL, one record per line. Token ids and logprobs on a `Turn` are the
+ones vLLM sampled: the learner trains on them and never re-tokenises text.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+FailureKind = Literal["ok", "policy_error", "infra_error", "truncated"]
+"""Why an episode or a reward ended as it did.
+
+`ok`: it ran to the end. `policy_error`: the model's own doing (its code failed, timed out, ran out of
+memory): a legitimate low reward. `infra_error`: something outside the model failed (sandbox died,
+judge unreachable, unparseable verdict after retries): retried, then dropped and counted, never scored.
+`truncated`: a context or turn budget was hit.
+"""
+
+
+class Record(BaseModel):
+    """Base for every record: unknown fields are an error, so a typo in stored data cannot pass silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ToolCall(Record):
+    """One call the model asked for, as parsed from its completion."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class Message(Record):
+    """One chat message, in the shape chat templates and chat APIs take."""
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str = ""
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    tool_call_id: str | None = None
+    """For `role="tool"`: the id of the call this message answers."""
+
+
+class Task(Record):
+    """One problem of an environment. `data` holds what only that environment understands."""
+
+    id: str
+    env: str
+    split: Literal["train", "test"] = "train"
+    prompt: str
+    reference: str | None = None
+    """A reference answer or solution, when the environment has one."""
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class Turn(Record):
+    """One model turn, token-exact: what the engine saw and what it sampled."""
+
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    logprobs: list[float]
+    """The sampling logprob of each completion token, from the behaviour policy."""
+    loss_mask: list[int]
+    """1 for each completion token the loss trains on, 0 for tokens it must ignore."""
+    finish_reason: str | None = None
+
+    @model_validator(mode="after")
+    def _aligned(self) -> Turn:
+        n = len(self.completion_ids)
+        if len(self.logprobs) != n or len(self.loss_mask) != n:
+            raise ValueError(
+                f"a turn needs one logprob and one loss-mask entry per completion token: "
+                f"{n} tokens, {len(self.logprobs)} logprobs, {len(self.loss_mask)} mask entries"
+            )
+        return self
+
+
+class ToolRecord(Record):
+    """One tool execution during an episode: what was asked, what came back, how it ended."""
+
+    call: ToolCall
+    output: str
+    status: str = "ok"
+    duration_s: float = 0.0
+
+
+class RewardResult(Record):
+    """A reward and its named components. `total` is None exactly when it could not be computed."""
+
+    status: FailureKind = "ok"
+    total: float | None = None
+    components: dict[str, float | None] = Field(default_factory=dict)
+    details: dict[str, Any] = Field(default_factory=dict)
+    """Per-test results, judge reasoning, usage: whatever explains the figure."""
+
+    @model_validator(mode="after")
+    def _no_silent_scores(self) -> RewardResult:
+        if self.status == "infra_error" and self.total is not None:
+            raise ValueError("an infra_error reward has no total: a failed grade is never a score")
+        if self.status != "infra_error" and self.total is None:
+            raise ValueError(f"a reward with status {self.status!r} needs a total")
+        return self
+
+
+class Trajectory(Record):
+    """One episode of one task: the conversation, the exact tokens, the tool I/O, and how it ended."""
+
+    id: str
+    task_id: str
+    group_id: str | None = None
+    messages: list[Message] = Field(default_factory=list)
+    turns: list[Turn] = Field(default_factory=list)
+    tools: list[ToolRecord] = Field(default_factory=list)
+    weight_version: int = 0
+    """The policy weight version that generated every turn of this episode."""
+    status: FailureKind = "ok"
+    error: str | None = None
+    timings: dict[str, float] = Field(default_factory=dict)
+    """Seconds per phase, e.g. `generate`, `tools`, `reward`."""
+    reward: RewardResult | None = None
+
+
+class Group(Record):
+    """The n trajectories of one task that GRPO compares with each other."""
+
+    id: str
+    task_id: str
+    trajectories: list[Trajectory]

@@ -1,0 +1,67 @@
+"""Fixtures that start the real parts a test needs: dockerd, the tiny model, a vLLM engine, Ray.
+
+Each starts what is missing and fails loudly when it cannot: a test that needs Docker must not pass
+without it. Everything binds to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from rlaif.local_ray import LOOPBACK_ENV, init_local_ray
+
+REPO = Path(__file__).resolve().parent.parent
+TINY_MODEL = REPO / "models" / "tiny"
+
+os.environ.update(LOOPBACK_ENV)  # before anything imports ray
+os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Path:
+    """The default tiny model (built by `make setup`; built here when absent)."""
+    from rlaif.tinymodel import build_tiny_model
+
+    build_tiny_model(TINY_MODEL)
+    return TINY_MODEL
+
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    """A docker SDK client for a running engine; starts one (as root) when none answers."""
+    from rlaif.sandbox.engine import docker_client
+
+    subprocess.run(["bash", str(REPO / "launch" / "docker-engine.sh")], check=True)
+    return docker_client()
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_engine) -> str:
+    """The content-addressed tag of the base sandbox image, built when absent."""
+    from rlaif.sandbox.images import build_base_image
+
+    return build_base_image(log=lambda line: None)
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(tiny_model):
+    """One vLLM engine on the tiny model for the whole session (loading costs ~20 s)."""
+    from vllm import LLM
+
+    llm = LLM(model=str(tiny_model), dtype="float32", enforce_eager=True, gpu_memory_utilization=0.1, seed=0)
+    yield llm
+    llm.llm_engine.engine_core.shutdown()  # before pytest closes the streams its monitor thread logs to
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A Ray instance on 127.0.0.1 with 2 CPUs and no dashboard."""
+    ray = init_local_ray(num_cpus=2, log_to_driver=False)
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,80 @@
+"""Config loading: YAML plus dotted overrides, with one-line errors that name the key and the fix."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rlaif.config import ConfigError, load_config
+
+pytestmark = pytest.mark.unit
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "examples" / "cpu-tiny.yaml"
+
+
+def _rlaif(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rlaif.cli", *args], capture_output=True, text=True, cwd=REPO)
+
+
+def test_overrides_are_typed_and_nested():
+    config = load_config(EXAMPLE, ["learner.lr=3e-4", "rollout.group_size=4", "env.args.path=data/x.jsonl"])
+    assert config.learner.lr == 3e-4
+    assert config.rollout.group_size == 4
+    assert config.env.args == {"path": "data/x.jsonl"}
+    assert config.model.path == "models/tiny"
+
+
+def test_misspelt_key_names_the_closest_valid_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  path: m\nlearner:\n  lr_rate: 0.1\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'learner.lr_rate'; did you mean 'learner.lr'\?"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match=r"'sandbx'; did you mean 'sandbox'"):
+        load_config(EXAMPLE, ["sandbx.image=x"])
+
+
+def test_config_show_with_a_typo_exits_nonzero_with_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  path: m\nrollout:\n  temprature: 0.7\n")
+    done = _rlaif("config", "show", str(bad))
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "error: unknown config key 'rollout.temprature'; did you mean 'rollout.temperature'?"
+    )
+    assert done.stdout == ""
+
+
+def test_config_show_prints_the_resolved_config():
+    done = _rlaif("config", "show", str(EXAMPLE), "learner.steps=7")
+    assert done.returncode == 0, done.stderr
+    assert "steps: 7" in done.stdout
+    assert load_config(EXAMPLE, ["learner.steps=7"]).learner.steps == 7
+
+
+@pytest.mark.parametrize(
+    ("text", "overrides", "message"),
+    [
+        ("model: {path: m}\n", ["learner.steps=abc"], "config key 'learner.steps': Input should be a valid integer"),
+        ("model: {path: m}\n", ["learner.lr=-1"], "config key 'learner.lr': Input should be greater than 0"),
+        ("run: {name: x}\n", [], "missing required config value 'model.path'"),
+        ("model: [\n", [], "is not valid YAML at line 2"),
+        ("- a\n- b\n", [], "must hold a mapping of sections"),
+        ("model: {path: m}\n", ["learner"], "is not of the form a.b.c=value"),
+        ("model: {path: m}\n", ["model.path.x=1"], "model.path is a value, not a section"),
+    ],
+)
+def test_bad_config_is_one_line_naming_the_problem(tmp_path, text, overrides, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, overrides)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_config_file_is_a_clear_error():
+    done = _rlaif("config", "show", "no/such.yaml")
+    assert done.returncode == 2
+    assert "config file no/such.yaml does not exist" in done.stderr
+    assert "Traceback" not in done.stderr
