@@ -56,15 +56,32 @@ class SandboxConfig(Section):
     backend: Literal["docker", "local"] = "docker"
     """Where commands run: `docker` (containers) or `local` (bubblewrap, for machines without Docker)."""
     image: str = "rlaif/base:latest"
-    """Image sandboxes start from unless the task names its own."""
+    """Image sandboxes start from unless the task names its own (docker backend)."""
     memory_mb: int = Field(default=512, ge=16)
-    """Memory limit per sandbox, MiB."""
+    """Memory limit per sandbox, MiB (no swap). Exceeding it ends the command with status `oom`."""
     cpus: float = Field(default=1.0, gt=0)
     """CPU limit per sandbox, in cores."""
     pids: int = Field(default=128, ge=8)
-    """Maximum number of processes per sandbox."""
+    """Maximum number of processes per sandbox (a fork bomb hits this, then its timeout)."""
     timeout_s: float = Field(default=30.0, gt=0)
     """Default time limit of one command, seconds; the whole process tree is killed at the limit."""
+    max_output_bytes: int = Field(default=1 << 20, ge=1024)
+    """Cap on one command's stdout + stderr; past it the command is stopped (`output_truncated`)."""
+    work_mb: int = Field(default=256, ge=1)
+    """Size of the writable work directory `/work`, MiB."""
+    tmp_mb: int = Field(default=64, ge=1)
+    """Size of `/tmp`, MiB."""
+    lifetime_s: float = Field(default=3600.0, gt=0)
+    """Wall-clock lifetime of a sandbox; it ends itself after this, whatever the host does."""
+    env_passthrough: list[str] = Field(default_factory=list)
+    """Host environment variables passed to commands, by name. Nothing else of the host's environment
+    (API keys included) reaches a sandbox."""
+    pool_size: int = Field(default=4, ge=0)
+    """Sandboxes kept started ahead of demand, per image."""
+    infra_retries: int = Field(default=2, ge=0)
+    """Times a one-shot command is retried on a fresh sandbox after an infrastructure failure."""
+    reuse: bool = False
+    """Hand a sandbox to another trajectory after use. Off: every trajectory gets a fresh one."""
 
 
 class RolloutConfig(Section):

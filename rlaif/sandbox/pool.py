@@ -1,0 +1,174 @@
+"""A warm pool of sandboxes per image: started ahead of demand, checked before hand-out, never reused
+across trajectories unless asked.
+
+`acquire()` hands out a sandbox that answered a ping just now; a dead one is dropped and replaced.
+`run()` is the one-shot path (fresh sandbox, optional files, one command) and retries infrastructure
+failures on a fresh sandbox up to `infra_retries` times; the command's own failures are the answer
+and are never retried. Counters in `stats` say what happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping, Sequence
+
+from rlaif.sandbox.base import ExecResult, Limits, Sandbox, SandboxError
+
+
+async def start_sandbox(backend: str, image: str, limits: Limits, run_id: str = "adhoc") -> Sandbox:
+    """Start one sandbox on the named backend (`docker` or `local`). Raises SandboxError."""
+    if backend == "docker":
+        from rlaif.sandbox.docker_backend import DockerSandbox
+
+        return await DockerSandbox.start(image, limits, run_id)
+    if backend == "local":
+        from rlaif.sandbox.local_backend import LocalSandbox
+
+        return await LocalSandbox.start(limits, run_id)
+    raise SandboxError(f"unknown sandbox backend {backend!r}; use 'docker' or 'local'")
+
+
+class SandboxPool:
+    """Keeps `size` sandboxes of one image started ahead of demand. Use as `async with`."""
+
+    def __init__(
+        self,
+        image: str,
+        limits: Limits = Limits(),
+        *,
+        size: int = 2,
+        backend: str = "docker",
+        run_id: str = "adhoc",
+        infra_retries: int = 2,
+        reuse: bool = False,
+        max_starting: int = 4,
+    ) -> None:
+        self.image, self.limits, self.size, self.backend, self.run_id = image, limits, size, backend, run_id
+        self.infra_retries, self.reuse = infra_retries, reuse
+        self.stats: Counter[str] = Counter()
+        self._ready: asyncio.Queue[Sandbox | BaseException] = asyncio.Queue()
+        self._starting = 0
+        self._waiting = 0
+        self._start_slots = asyncio.Semaphore(max_starting)
+        self._in_use: set[Sandbox] = set()
+        self._tasks: set[asyncio.Task] = set()
+        self._closed = False
+
+    async def __aenter__(self) -> SandboxPool:
+        self._refill()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _refill(self) -> None:
+        """Start sandboxes until ready + starting reaches `size` (and one per waiting caller)."""
+        if self._closed:
+            return
+        wanted = self.size + self._waiting
+        while self._ready.qsize() + self._starting < wanted:
+            self._starting += 1
+            self._spawn(self._start_one())
+
+    async def _start_one(self) -> None:
+        try:
+            async with self._start_slots:
+                sandbox = await start_sandbox(self.backend, self.image, self.limits, self.run_id)
+            self.stats["started"] += 1
+            if self._closed:
+                await sandbox.close()
+            else:
+                self._ready.put_nowait(sandbox)
+        except SandboxError as err:
+            self.stats["start_failures"] += 1
+            self._ready.put_nowait(err)  # the caller waiting for this sandbox gets the reason
+            await asyncio.sleep(min(5.0, 0.2 * self.stats["start_failures"]))  # back off before the next start
+        finally:
+            self._starting -= 1
+
+    async def acquire(self) -> Sandbox:
+        """A live sandbox for one trajectory. Raises SandboxError when sandboxes cannot be started."""
+        while True:
+            self._waiting += 1
+            self._refill()
+            try:
+                item = await self._ready.get()
+            finally:
+                self._waiting -= 1
+            self._refill()
+            if isinstance(item, BaseException):
+                raise item
+            too_old = time.monotonic() - item.created > 0.9 * self.limits.lifetime_s
+            if not too_old and await item.alive():
+                self._in_use.add(item)
+                return item
+            self.stats["discarded_dead"] += 1
+            self._spawn(item.close())
+
+    async def release(self, sandbox: Sandbox) -> None:
+        """Give a sandbox back: closed (in the background), or kept warm when `reuse` is on and it is healthy."""
+        self._in_use.discard(sandbox)
+        if self.reuse and not self._closed and not sandbox.dead and await sandbox.alive():
+            self._ready.put_nowait(sandbox)
+            return
+        self._spawn(sandbox.close())
+
+    @contextlib.asynccontextmanager
+    async def sandbox(self) -> AsyncIterator[Sandbox]:
+        """`async with pool.sandbox() as sb:` acquire, use, release."""
+        sandbox = await self.acquire()
+        try:
+            yield sandbox
+        finally:
+            await self.release(sandbox)
+
+    async def run(
+        self,
+        cmd: str | Sequence[str],
+        *,
+        files: Mapping[str, bytes | str] | None = None,
+        timeout: float | None = None,
+        stdin: bytes = b"",
+        env: Mapping[str, str] | None = None,
+    ) -> ExecResult:
+        """One command in a fresh sandbox (with `files` written to /work first); infra failures retried."""
+        result = ExecResult(status="infra_error", error="not run")
+        for attempt in range(self.infra_retries + 1):
+            if attempt:
+                self.stats["infra_retries"] += 1
+            try:
+                async with self.sandbox() as sandbox:
+                    if files:
+                        await sandbox.write_files(files)
+                    result = await sandbox.exec(cmd, timeout=timeout, stdin=stdin, env=env)
+            except SandboxError as err:
+                result = ExecResult(status="infra_error", error=str(err))
+            if result.status != "infra_error":
+                return result
+        self.stats["infra_failures"] += 1
+        return result
+
+    async def settle(self) -> None:
+        """Wait until every start and close this pool has under way is done."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """Stop starting, close every sandbox this pool started, and wait until they are gone."""
+        self._closed = True
+        await self.settle()
+        leftovers = list(self._in_use)
+        while not self._ready.empty():
+            item = self._ready.get_nowait()
+            if isinstance(item, Sandbox):
+                leftovers.append(item)
+        await asyncio.gather(*(s.close() for s in leftovers), return_exceptions=True)
+        self._in_use.clear()
