@@ -15,7 +15,10 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
 
+from rlaif.config import SandboxConfig
+from rlaif.errors import RlaifError
 from rlaif.sandbox.base import ExecResult, Limits, Sandbox, SandboxError
+from rlaif.sandbox.engine import docker_client
 
 
 async def start_sandbox(backend: str, image: str, limits: Limits, run_id: str = "adhoc") -> Sandbox:
@@ -82,7 +85,7 @@ class SandboxPool:
                 await sandbox.close()
             else:
                 self._ready.put_nowait(sandbox)
-        except SandboxError as err:
+        except RlaifError as err:  # SandboxError, or no engine at all
             self.stats["start_failures"] += 1
             self._ready.put_nowait(err)  # the caller waiting for this sandbox gets the reason
             await asyncio.sleep(min(5.0, 0.2 * self.stats["start_failures"]))  # back off before the next start
@@ -172,3 +175,37 @@ class SandboxPool:
                 leftovers.append(item)
         await asyncio.gather(*(s.close() for s in leftovers), return_exceptions=True)
         self._in_use.clear()
+
+
+class SandboxPools:
+    """One warm pool per image, created on first use (inside a running event loop), closed together."""
+
+    def __init__(self, limits: Limits = Limits(), *, backend: str = "docker", size: int = 2, run_id: str = "adhoc",
+                 infra_retries: int = 2, reuse: bool = False) -> None:
+        self.limits, self.backend, self.size, self.run_id = limits, backend, size, run_id
+        self.infra_retries, self.reuse = infra_retries, reuse
+        self.pools: dict[str, SandboxPool] = {}
+
+    @classmethod
+    def from_config(cls, config: SandboxConfig, run_id: str = "adhoc") -> SandboxPools:
+        return cls(Limits.from_config(config), backend=config.backend, size=config.pool_size, run_id=run_id,
+                   infra_retries=config.infra_retries, reuse=config.reuse)
+
+    def get(self, image: str) -> SandboxPool:
+        if image not in self.pools:
+            self.pools[image] = SandboxPool(image, self.limits, size=self.size, backend=self.backend,
+                                            run_id=self.run_id, infra_retries=self.infra_retries, reuse=self.reuse)
+            self.pools[image]._refill()
+        return self.pools[image]
+
+    async def close(self) -> None:
+        await asyncio.gather(*(pool.close() for pool in self.pools.values()))
+        self.pools.clear()
+
+    async def __aenter__(self) -> SandboxPools:
+        if self.backend == "docker":
+            await asyncio.to_thread(docker_client)  # no engine: one clear error now, not a hang later
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

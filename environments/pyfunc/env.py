@@ -1,0 +1,123 @@
+"""pyfunc: single-turn Python function synthesis, graded by unit tests in a fresh sandbox.
+
+Tasks come from a HumanEval-format file (`data`: JSONL or JSONL.gz with task_id, prompt,
+canonical_solution, test, entry_point) or are generated from a seed (`generated` > 0): small
+arithmetic and string functions with several asserts each, split into train and held-out tasks that
+share no function. The answer's code is the last fenced block (or the raw text); for HumanEval, an
+answer that does not define the entry point is taken as the body that continues the prompt.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from pathlib import Path
+
+from rlaif_rewards.unit_tests import UnitTests
+
+from rlaif.env import EnvArgs, Environment, Grader, Submission, extract_code
+from rlaif.errors import RlaifError
+from rlaif.types import Message, Task
+
+from .generated import generate_functions
+
+HUMANEVAL_FIELDS = ("task_id", "prompt", "canonical_solution", "test", "entry_point")
+
+
+class PyFuncArgs(EnvArgs):
+    data: str | None = None
+    """A HumanEval-format JSONL(.gz) file. When unset, tasks are generated."""
+    generated: int = 100
+    """How many tasks to generate when no data file is given."""
+    test_fraction: float = 0.2
+    """Share of tasks held out as the `test` split (chosen by a seeded hash of the task id)."""
+    seed: int = 0
+    mode: str = "fraction"
+    """`fraction` of tests passed, or `all` (1 only when every test passes)."""
+    timeout_s: float = 20.0
+
+
+class PyFunc(Environment):
+    name = "pyfunc"
+    max_turns = 1
+    system_prompt = "You write correct, self-contained Python functions. Reply with code in a ```python block."
+    Args = PyFuncArgs
+
+    def __init__(self, **args) -> None:
+        super().__init__(**args)
+        self._tasks = self._load()
+
+    def tasks(self, split: str) -> list[Task]:
+        return [t for t in self._tasks if t.split == split]
+
+    def _load(self) -> list[Task]:
+        if self.args.data:
+            rows = read_humaneval(Path(self.args.data))
+            return [self._humaneval_task(row) for row in rows]
+        return [self._generated_task(fn) for fn in generate_functions(self.args.generated, self.args.seed)]
+
+    def _split(self, task_id: str) -> str:
+        digest = hashlib.sha256(f"{self.args.seed}:{task_id}".encode()).digest()
+        return "test" if int.from_bytes(digest[:8], "big") / 2**64 < self.args.test_fraction else "train"
+
+    def _humaneval_task(self, row: dict) -> Task:
+        # HumanEval's tests may call helpers from the prompt (poly, encode_cyclic): import the whole namespace.
+        tests = (f"from solution import *  # noqa: F403\nfrom solution import {row['entry_point']}\n\n{row['test']}\n\n"
+                 f"def test_check():\n    check({row['entry_point']})\n")
+        prompt = f"Complete this Python function:\n\n```python\n{row['prompt']}```"
+        return Task(id=row["task_id"], env=self.name, split=self._split(row["task_id"]), prompt=prompt,
+                    reference=row["prompt"] + row["canonical_solution"],
+                    data={"tests": {"test_solution.py": tests}, "expected": ["test_solution.py::test_check"],
+                          "entry_point": row["entry_point"], "stub": row["prompt"]})
+
+    def _generated_task(self, fn: dict) -> Task:
+        lines = [f"from solution import {fn['name']}\n"]
+        for i, (args, expected) in enumerate(fn["cases"]):
+            call = f"{fn['name']}({', '.join(map(repr, args))})"
+            lines.append(f"\ndef test_{i}():\n    assert {call} == {expected!r}\n")
+        prompt = f"Write a Python function `{fn['signature']}` that {fn['doc']}"
+        return Task(id=f"pyfunc/{fn['name']}", env=self.name, split=self._split(fn["name"]), prompt=prompt,
+                    reference=fn["reference"],
+                    data={"tests": {"test_solution.py": "".join(lines)},
+                          "expected": [f"test_solution.py::test_{i}" for i in range(len(fn["cases"]))],
+                          "entry_point": fn["name"]})
+
+    async def submission(self, task: Task, messages: list[Message], sandbox) -> Submission:
+        answer = next((m.content for m in reversed(messages) if m.role == "assistant"), "")
+        code = extract_code(answer)
+        stub = task.data.get("stub")
+        if stub and f"def {task.data['entry_point']}" not in code:
+            code = stub + code
+        return Submission(messages=messages, files={"solution.py": code.encode()})
+
+    def graders(self, task: Task) -> list[Grader]:
+        return [UnitTests(self.image_for(task), task.data["tests"], task.data["expected"],
+                          mode=self.args.mode, timeout_s=self.args.timeout_s)]
+
+    def reference_turns(self, task: Task) -> list[Message]:
+        return [Message(role="assistant", content=f"```python\n{task.reference}\n```")]
+
+
+def read_humaneval(path: Path) -> list[dict]:
+    """Rows of a HumanEval-format JSONL or JSONL.gz file; a malformed row is an error naming its line."""
+    if not path.is_file():
+        raise RlaifError(f"pyfunc data file {path} does not exist; pass env.args.data=PATH of a JSONL(.gz) file")
+    opener = gzip.open if path.suffix == ".gz" else open
+    rows = []
+    with opener(path, "rt") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise RlaifError(f"{path}:{number}: not valid JSON ({err.msg}); each line must be one task") from None
+            missing = [k for k in HUMANEVAL_FIELDS if not isinstance(row, dict) or k not in row]
+            if missing:
+                raise RlaifError(f"{path}:{number}: task is missing {', '.join(missing)}; HumanEval rows have "
+                                 f"{', '.join(HUMANEVAL_FIELDS)}")
+            rows.append(row)
+    if not rows:
+        raise RlaifError(f"{path} holds no tasks")
+    return rows

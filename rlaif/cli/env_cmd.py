@@ -1,0 +1,71 @@
+"""`rlaif env list|check`: find environment plugins and prove them sound without a model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import typer
+from rich.table import Table
+
+from rlaif.cli.progress import progress_bar, render
+
+app = typer.Typer(help="List and check environment plugins.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_envs(as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
+    """Installed environments (the `rlaif.environments` entry-point group)."""
+    from rlaif.registry import entry_points
+
+    found = {name: {"entry_point": ep.value, "package": ep.dist.name if ep.dist else None}
+             for name, ep in sorted(entry_points().items())}
+    if as_json:
+        typer.echo(json.dumps(found))
+        return
+    table = Table("environment", "entry point", "package")
+    for name, info in found.items():
+        table.add_row(name, info["entry_point"], info["package"] or "")
+    typer.echo(render(table))
+
+
+@app.command("check")
+def check(
+    name: str = typer.Argument(..., help="A registered environment or module:Class."),
+    data: str = typer.Option(None, "--data", help="Data file, passed to the environment as env.args.data."),
+    split: str = typer.Option("all", help="train, test or all."),
+    limit: int = typer.Option(0, help="Check only the first N tasks (0: all)."),
+    backend: str = typer.Option("docker", help="Sandbox backend: docker or local."),
+    concurrency: int = typer.Option(8, help="Episodes graded at once."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Every task's reference earns full reward and an empty answer earns none; exit 1 otherwise."""
+    from rlaif.config import SandboxConfig
+    from rlaif.env import GradeContext
+    from rlaif.envcheck import check_environment
+    from rlaif.registry import load_environment
+    from rlaif.sandbox.pool import SandboxPools
+
+    env = load_environment(name, {"data": data} if data else {})
+    tasks = [t for s in (("train", "test") if split == "all" else (split,)) for t in env.tasks(s)]
+    tasks = tasks[:limit] if limit else tasks
+
+    async def run() -> dict:
+        config = SandboxConfig(backend=backend, pool_size=min(concurrency, 8))
+        async with SandboxPools.from_config(config, run_id=f"envcheck-{env.name}") as pools:
+            with progress_bar(f"checking {env.name}", 2 * len(tasks)) as advance:
+                return await check_environment(env, tasks, GradeContext(pools), concurrency, advance)
+
+    report = asyncio.run(run())
+    if as_json:
+        typer.echo(json.dumps(report))
+    else:
+        table = Table("environment", "tasks", "reference passed", "empty passed", "judge skipped", "violations")
+        table.add_row(report["env"], str(report["tasks"]), str(report["reference_passed"]),
+                      str(report["empty_passed"]), str(report["judge_skipped"]), str(len(report["failures"])))
+        typer.echo(render(table))
+        for failure in report["failures"][:50]:
+            typer.echo(f"FAIL {failure['task']} ({failure['answer']}): {failure['problem']}  {failure['detail']}")
+        for note in report["notes"]:
+            typer.echo(f"note: {note}")
+    raise typer.Exit(1 if report["failures"] else 0)
