@@ -60,10 +60,12 @@ class OpenAIPolicy(Policy):
     """An OpenAI-compatible chat endpoint. The key comes from `api_key_env` (default OPENAI_API_KEY)."""
 
     def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", timeout_s: float = 120.0,
-                 max_retries: int = 2) -> None:
+                 max_retries: int = 2, extra_body: dict[str, Any] | None = None) -> None:
+        """`extra_body`: server-specific request fields (vLLM: top_k, structured_outputs, ...)."""
         from openai import AsyncOpenAI
 
         self.name, self.model, self.base_url = f"openai:{base_url}:{model}", model, base_url
+        self.extra_body = extra_body
         self.client = AsyncOpenAI(base_url=base_url, api_key=os.environ.get(api_key_env) or "EMPTY",
                                   timeout=timeout_s, max_retries=max_retries)
         self.server_parses_tools = True
@@ -74,7 +76,8 @@ class OpenAIPolicy(Policy):
         import openai
 
         request = {"model": self.model, "messages": [_to_openai(m) for m in messages], "top_p": sampling.top_p,
-                   "temperature": sampling.temperature, "max_tokens": sampling.max_tokens, "seed": sampling.seed}
+                   "temperature": sampling.temperature, "max_tokens": sampling.max_tokens, "seed": sampling.seed,
+                   "extra_body": self.extra_body}
         if tools:
             request["tools"] = tools
             if not self.server_parses_tools:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from rlaif.sandbox.base import Limits, SandboxError
-from rlaif.sandbox.docker_backend import SOCKET_ROOT, DockerSandbox
+from rlaif.sandbox.base import SOCKET_ROOT, Limits, SandboxError
+from rlaif.sandbox.docker_backend import DockerSandbox
 from rlaif.sandbox.pool import SandboxPool
 
 pytestmark = pytest.mark.docker

@@ -39,7 +39,7 @@ def test_an_unclosed_last_call_is_still_read():
 ])
 def test_malformed_calls_become_errors_not_exceptions(body, message):
     content, calls, errors = parse_hermes(f"ok <tool_call>{body}</tool_call>")
-    assert calls == [] and len(errors) == 1 and message in errors[0]
+    assert content == "ok" and calls == [] and len(errors) == 1 and message in errors[0]
 
 
 def test_unknown_parser_is_a_clear_error():

@@ -15,6 +15,7 @@ import io
 import json
 import os
 import tarfile
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ GRACE_S = 1.0
 """How long past a command's own timeout the host waits for the executor's answer before it calls
 the sandbox dead. The executor kills the command at the timeout; this covers the kill and the reply."""
 WORK = "/work"
+SOCKET_ROOT = Path(tempfile.gettempdir()) / "rlaif-sandboxes"
+"""Host folder holding one sub-folder per sandbox, with its executor socket (both backends)."""
 BASE_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
     "HOME": WORK,

@@ -27,11 +27,10 @@ from pathlib import Path
 
 from docker.errors import DockerException, ImageNotFound
 
-from rlaif.sandbox.base import WORK, Limits, Sandbox, SandboxError
+from rlaif.sandbox.base import SOCKET_ROOT, WORK, Limits, Sandbox, SandboxError
 from rlaif.sandbox.engine import docker_client
 
 EXECUTOR = Path(__file__).with_name("executor.py")
-SOCKET_ROOT = Path(tempfile.gettempdir()) / "rlaif-sandboxes"
 SANDBOX_UID = 1000
 START_TIMEOUT_S = 30.0
 

@@ -196,7 +196,26 @@ def serve(conn: socket.socket, executor: Executor, started: float) -> None:
         conn.sendall(json.dumps(header).encode() + b"\n" + out + err)
 
 
+SANDBOX_INITS = ("tini", "docker-init", "bwrap")
+
+
+def inside_a_sandbox() -> bool:
+    """True when this process runs under a sandbox's own init, i.e. in a pid namespace of its own.
+
+    The executor kills every other process it can see after each exec; on a host that would be
+    everything. So it refuses to run unless its parent is PID 1 and PID 1 is a known sandbox init.
+    """
+    try:
+        with open("/proc/1/cmdline", "rb") as f:
+            init = os.path.basename(f.read().split(b"\0")[0].decode())
+    except OSError:
+        return False
+    return os.getppid() == 1 and init in SANDBOX_INITS
+
+
 def main() -> None:
+    if not inside_a_sandbox():
+        raise SystemExit("executor: refusing to start outside a sandbox (PID 1 must be tini or bwrap and my parent)")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--socket", required=True, help="Unix socket path to listen on.")
     parser.add_argument("--uid", type=int, default=1000, help="uid commands run as.")

@@ -15,6 +15,7 @@ from pathlib import Path
 from docker.errors import DockerException
 
 from rlaif.errors import RlaifError
+from rlaif.sandbox.base import SOCKET_ROOT
 from rlaif.sandbox.engine import docker_client
 
 
@@ -48,8 +49,6 @@ def collect_garbage(everything: bool = False, run_id: str | None = None) -> list
 
     Returns the names of what it removed. Works without a Docker engine (socket folders only).
     """
-    from rlaif.sandbox.docker_backend import SOCKET_ROOT
-
     removed = []
     try:
         containers = docker_client().containers.list(all=True, filters={"label": "rlaif=1"})
