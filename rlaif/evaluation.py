@@ -46,9 +46,11 @@ async def evaluate(env: Environment, tasks: list[Task], make_policy: Callable[[T
 def skip_reason(traj: Trajectory) -> str | None:
     """Why a trajectory cannot be scored, or None when it can."""
     if traj.status == "infra_error":
-        return f"episode: {(traj.error or 'infra_error').split(':')[0]}"
+        return f"episode: {(traj.error or 'infra_error')[:200]}"
     if traj.reward is None or traj.reward.status == "infra_error":
-        return "grading: infra_error"
+        errors = [d.get("error") or d.get("note") for d in (traj.reward.details if traj.reward else {}).values()
+                  if isinstance(d, dict)]
+        return "grading: " + next((e for e in errors if e), "infra_error")[:200]
     return None
 
 

@@ -55,6 +55,8 @@ class SandboxPool:
         self._ready: asyncio.Queue[Sandbox | BaseException] = asyncio.Queue()
         self._starting = 0
         self._waiting = 0
+        self._failures_in_a_row = 0
+        self._next_start = 0.0
         self._start_slots = asyncio.Semaphore(max_starting)
         self._in_use: set[Sandbox] = set()
         self._tasks: set[asyncio.Task] = set()
@@ -78,17 +80,20 @@ class SandboxPool:
 
     async def _start_one(self) -> None:
         try:
+            await asyncio.sleep(max(0.0, self._next_start - time.monotonic()))  # back off after failures
             async with self._start_slots:
                 sandbox = await start_sandbox(self.backend, self.image, self.limits, self.run_id)
             self.stats["started"] += 1
+            self._failures_in_a_row = 0
             if self._closed:
                 await sandbox.close()
             else:
                 self._ready.put_nowait(sandbox)
         except RlaifError as err:  # SandboxError, or no engine at all
             self.stats["start_failures"] += 1
+            self._failures_in_a_row += 1
+            self._next_start = time.monotonic() + min(5.0, 0.1 * 2 ** self._failures_in_a_row)
             self._ready.put_nowait(err)  # the caller waiting for this sandbox gets the reason
-            await asyncio.sleep(min(5.0, 0.2 * self.stats["start_failures"]))  # back off before the next start
         finally:
             self._starting -= 1
 
