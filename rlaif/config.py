@@ -106,6 +106,55 @@ class LearnerConfig(Section):
     """Tasks (groups) per step."""
 
 
+class JudgeConfig(Section):
+    name: str = "default"
+    """How graders refer to this judge (an environment's `judge` argument)."""
+    endpoint: str = "anthropic:claude-sonnet-4-5"
+    """`anthropic:MODEL` (key from ANTHROPIC_API_KEY, endpoint from ANTHROPIC_BASE_URL or the SDK default) or
+    `openai:BASE_URL:MODEL` (any OpenAI-compatible server; key from OPENAI_API_KEY, or "EMPTY")."""
+    mode: Literal["pointwise", "reference", "group"] = "pointwise"
+    """`pointwise`: the rubric, answer by answer; `reference`: compared with the reference answer;
+    `group`: all answers of a GRPO group in one call, order shuffled per call, one score each."""
+    samples: int = Field(default=1, ge=1)
+    """Verdicts per answer, averaged (each a separate call)."""
+    temperature: float = Field(default=0.0, ge=0)
+    """Judge sampling temperature (sent only where the API takes it)."""
+    max_tokens: int = Field(default=1024, ge=16)
+    """Maximum tokens of one verdict."""
+    weight: float = Field(default=1.0, ge=0)
+    """Weight of the judge component in a task's reward."""
+    concurrency: int = Field(default=16, ge=1)
+    """Judge calls in flight at once."""
+    rpm: float | None = Field(default=None, gt=0)
+    """Requests per minute allowed (None: unlimited)."""
+    tpm: float | None = Field(default=None, gt=0)
+    """Tokens per minute allowed (None: unlimited)."""
+    retries: int = Field(default=4, ge=0)
+    """Retries after a 429, a 5xx, a timeout or an unparseable verdict; then the verdict is infra_error."""
+    timeout_s: float = Field(default=60.0, gt=0)
+    """Time limit of one judge call."""
+    backoff_s: float = Field(default=0.5, ge=0)
+    """First retry delay, doubled per attempt with full jitter, capped at 30 s; never less than `retry-after`."""
+    input_usd_per_mtok: float = Field(default=0.0, ge=0)
+    """Price of a million input tokens, for cost accounting."""
+    output_usd_per_mtok: float = Field(default=0.0, ge=0)
+    """Price of a million output tokens."""
+    budget_usd: float | None = Field(default=None, gt=0)
+    """Spend limit across the run; reaching it stops judge calls and ends the run cleanly."""
+    cache: str | None = "runs/judge-cache.sqlite"
+    """SQLite file of cached verdicts, shared across runs (None: in memory only)."""
+    rubric: str | None = None
+    """A YAML/JSON rubric file for `rlaif judge score`; environments' graders bring their tasks' own rubrics."""
+    extra_body: dict[str, Any] | None = None
+    """Server-specific request fields for `openai:` judges, e.g. vLLM's
+    `{"structured_outputs": {"json": SCHEMA}}` to force parseable verdicts from a local model."""
+
+
+class RewardConfig(Section):
+    judges: list[JudgeConfig] = Field(default_factory=list)
+    """Judges by name; graders that need one look it up here."""
+
+
 class Config(Section):
     """The whole rlaif config."""
 
@@ -121,6 +170,8 @@ class Config(Section):
     """Generation."""
     learner: LearnerConfig = Field(default_factory=LearnerConfig)
     """Optimisation."""
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+    """Judges and reward composition."""
 
 
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Config:

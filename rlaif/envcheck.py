@@ -17,8 +17,9 @@ from rlaif.types import Message, Task, Trajectory
 
 
 async def check_environment(env: Environment, tasks: list[Task], ctx: GradeContext, concurrency: int = 8,
-                            progress: Callable[[Trajectory], None] = lambda t: None) -> dict[str, Any]:
-    """Grade each task's reference and an empty answer; return counts and every violation."""
+                            progress: Callable[[Trajectory], None] = lambda t: None,
+                            pass_threshold: float = 1.0) -> dict[str, Any]:
+    """Grade each task's reference (must reach `pass_threshold`) and an empty answer (must earn 0)."""
     sampling = Sampling()
     reference = await evaluate(env, tasks, lambda t: ReplayPolicy(env.reference_turns(t)), ctx, sampling,
                                concurrency=concurrency, on_done=progress)
@@ -40,8 +41,8 @@ async def check_environment(env: Environment, tasks: list[Task], ctx: GradeConte
                 continue
             total = traj.reward.total
             if what == "reference":
-                reference_passed += total == 1.0
-                if total != 1.0:
+                reference_passed += total >= pass_threshold
+                if total < pass_threshold:
                     failures.append({"task": task.id, "answer": what, "problem": f"reference earned {total:.3f}",
                                      "detail": _tests_detail(traj)})
             else:

@@ -13,6 +13,17 @@ from rlaif.cli.progress import progress_bar, render
 app = typer.Typer(help="List and check environment plugins.", no_args_is_help=True)
 
 
+def load_judges(config_path: str | None) -> dict:
+    """The judges a config file defines, by name (none without a config)."""
+    if not config_path:
+        return {}
+    from rlaif_rewards.judge import Judge
+
+    from rlaif.config import load_config
+
+    return {j.name: Judge(j) for j in load_config(config_path, []).reward.judges}
+
+
 @app.command("list")
 def list_envs(as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
     """Installed environments (the `rlaif.environments` entry-point group)."""
@@ -37,6 +48,8 @@ def check(
     limit: int = typer.Option(0, help="Check only the first N tasks (0: all)."),
     backend: str = typer.Option("docker", help="Sandbox backend: docker or local."),
     concurrency: int = typer.Option(8, help="Episodes graded at once."),
+    config: str = typer.Option(None, "--config", help="Config file whose reward.judges judged graders use."),
+    pass_threshold: float = typer.Option(1.0, help="Reward a reference must reach (judges rarely give exactly 1)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Every task's reference earns full reward and an empty answer earns none; exit 1 otherwise."""
@@ -51,10 +64,16 @@ def check(
     tasks = tasks[:limit] if limit else tasks
 
     async def run() -> dict:
-        config = SandboxConfig(backend=backend, pool_size=min(concurrency, 8))
-        async with SandboxPools.from_config(config, run_id=f"envcheck-{env.name}") as pools:
-            with progress_bar(f"checking {env.name}", 2 * len(tasks)) as advance:
-                return await check_environment(env, tasks, GradeContext(pools), concurrency, advance)
+        sandbox = SandboxConfig(backend=backend, pool_size=min(concurrency, 8))
+        judges = load_judges(config)
+        try:
+            async with SandboxPools.from_config(sandbox, run_id=f"envcheck-{env.name}") as pools:
+                with progress_bar(f"checking {env.name}", 2 * len(tasks)) as advance:
+                    return await check_environment(env, tasks, GradeContext(pools, judges), concurrency, advance,
+                                                   pass_threshold)
+        finally:
+            for judge in judges.values():
+                await judge.close()
 
     report = asyncio.run(run())
     if as_json:

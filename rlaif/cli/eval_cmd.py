@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from rlaif.cli.env_cmd import load_judges
 from rlaif.cli.progress import progress_bar, render
 
 
@@ -26,6 +27,7 @@ def eval_command(
     max_tokens: int = typer.Option(512, help="Maximum tokens per model turn."),
     concurrency: int = typer.Option(8, help="Episodes at once."),
     backend: str = typer.Option("docker", help="Sandbox backend: docker or local."),
+    config: str = typer.Option(None, "--config", help="Config file whose reward.judges judged graders use."),
 ) -> None:
     """Run the agent loop with a policy, grade every episode, write trajectories.jsonl and summary.json."""
     from rlaif.config import SandboxConfig
@@ -45,20 +47,23 @@ def eval_command(
     started = time.monotonic()
 
     async def run() -> list:
-        config = SandboxConfig(backend=backend, pool_size=min(concurrency, 8))
+        sandbox = SandboxConfig(backend=backend, pool_size=min(concurrency, 8))
+        judges = load_judges(config)
         with (out / "trajectories.jsonl").open("a") as sink:
             def record(traj) -> None:
                 sink.write(traj.model_dump_json() + "\n")
                 sink.flush()
                 advance()
 
-            async with SandboxPools.from_config(config, run_id=f"eval-{env.name}") as pools:
+            async with SandboxPools.from_config(sandbox, run_id=f"eval-{env.name}") as pools:
                 with progress_bar(f"eval {env.name}", len(tasks) * samples) as advance:
                     try:
-                        return await evaluate(env, tasks, lambda t: the_policy, GradeContext(pools), sampling,
-                                              samples=samples, concurrency=concurrency, on_done=record)
+                        return await evaluate(env, tasks, lambda t: the_policy, GradeContext(pools, judges),
+                                              sampling, samples=samples, concurrency=concurrency, on_done=record)
                     finally:
                         await the_policy.close()
+                        for judge in judges.values():
+                            await judge.close()
 
     trajectories = asyncio.run(run())
     summary = {"env": env.name, "policy": the_policy.name, "split": split, "samples": samples,

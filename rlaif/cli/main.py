@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from rlaif.cli import config_cmd, env_cmd, eval_cmd, model_cmd, sandbox_cmd
+from rlaif.cli import config_cmd, env_cmd, eval_cmd, judge_cmd, model_cmd, sandbox_cmd
 from rlaif.errors import RlaifError
 
 app = typer.Typer(
@@ -20,6 +20,7 @@ app.add_typer(config_cmd.app, name="config")
 app.add_typer(model_cmd.app, name="model")
 app.add_typer(sandbox_cmd.app, name="sandbox")
 app.add_typer(env_cmd.app, name="env")
+app.add_typer(judge_cmd.app, name="judge")
 app.command("eval")(eval_cmd.eval_command)
 
 # Commands whose capability has not landed yet, and the issue that brings each.
@@ -27,7 +28,6 @@ COMING = {
     "train": ("Run GRPO from a config.", 6),
     "collect": ("Collect teacher trajectories that pass the graders.", 7),
     "sft": ("Supervised fine-tuning on collected trajectories.", 7),
-    "judge": ("Score trajectories with a judge; check a judge with canaries.", 5),
     "launch": ("Submit a run to a Ray cluster.", 8),
     "report": ("Render a run's curves and trajectories.", 6),
 }
