@@ -18,6 +18,8 @@ import time
 from collections import Counter
 from typing import Any
 
+from rlaif.config import JudgeConfig
+from rlaif.types import RewardResult, Task
 from rlaif_rewards import prompts
 from rlaif_rewards.cache import VerdictCache, cache_key
 from rlaif_rewards.cost import Price, SpendBudget, cost_usd
@@ -25,9 +27,6 @@ from rlaif_rewards.limits import RateLimiter
 from rlaif_rewards.providers import Provider, ProviderError, provider_from_endpoint
 from rlaif_rewards.rubric import Rubric, is_degenerate
 from rlaif_rewards.verdicts import VerdictError, extract_object, parse_group, parse_pointwise
-
-from rlaif.config import JudgeConfig
-from rlaif.types import RewardResult, Task
 
 
 class Judge:

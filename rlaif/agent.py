@@ -20,12 +20,13 @@ import time
 import uuid
 from typing import Any
 
-from rlaif.env import Environment, GradeContext, Submission
+from rlaif.env import Environment, GradeContext, Grader, Submission
 from rlaif.policy import Completion, Policy, PolicyError, Sampling
 from rlaif.sandbox.base import Sandbox, SandboxError
 from rlaif.sandbox.pool import SandboxPools
 from rlaif.toolcalls import get_parser
 from rlaif.types import Message, RewardResult, Task, ToolCall, ToolRecord, Trajectory
+from rlaif_rewards.components import configured_graders
 
 
 class EpisodeError(Exception):
@@ -116,15 +117,31 @@ async def _run_tools(env: Environment, task: Task, sandbox: Sandbox | None, call
 
 
 async def grade(env: Environment, task: Task, submission: Submission, ctx: GradeContext) -> RewardResult:
-    """The weighted sum of the environment's graders. Any grader's infra_error makes the whole an infra_error."""
-    graders = env.graders(task)
-    results = await asyncio.gather(*(g.grade(task, submission, ctx) for g in graders))
-    components = {g.name: r.total for g, r in zip(graders, results, strict=True)}
-    details: dict[str, Any] = {g.name: r.details for g, r in zip(graders, results, strict=True)}
-    failed = [g.name for g, r in zip(graders, results, strict=True) if r.status == "infra_error"]
-    if failed:
+    """The weighted sum of the environment's graders and the components config adds (`ctx.components`).
+
+    Ungated graders run concurrently; a gated one runs only when its gate component scored at least its
+    threshold, else it scores 0 without running. Any grader's infra_error makes the whole an infra_error.
+    """
+    graders: list[Grader] = [*env.graders(task), *configured_graders(ctx.components, task)]
+    results: dict[str, RewardResult] = {}
+
+    async def run(group: list[Grader]) -> None:
+        for g, r in zip(group, await asyncio.gather(*(g.grade(task, submission, ctx) for g in group)), strict=True):
+            results[g.name] = r
+
+    await run([g for g in graders if g.gate is None])
+    gated = [g for g in graders if g.gate is not None]
+    open_gates = [g for g in gated if (results.get(g.gate) and (results[g.gate].total or 0.0) >= g.gate_threshold)]
+    for g in gated:
+        if g not in open_gates:
+            results[g.name] = RewardResult(total=0.0, components={g.name: 0.0},
+                                           details={"gated": f"{g.gate} below {g.gate_threshold}"})
+    await run(open_gates)
+    components = {g.name: results[g.name].total for g in graders}
+    details: dict[str, Any] = {g.name: results[g.name].details for g in graders}
+    if any(results[g.name].status == "infra_error" for g in graders):
         return RewardResult(status="infra_error", components=components, details=details)
     weight = sum(g.weight for g in graders) or 1.0
-    total = sum(g.weight * (r.total or 0.0) for g, r in zip(graders, results, strict=True)) / weight
-    status = "policy_error" if any(r.status == "policy_error" for r in results) else "ok"
+    total = sum(g.weight * (results[g.name].total or 0.0) for g in graders) / weight
+    status = "policy_error" if any(results[g.name].status == "policy_error" for g in graders) else "ok"
     return RewardResult(status=status, total=total, components=components, details=details)

@@ -150,9 +150,30 @@ class JudgeConfig(Section):
     `{"structured_outputs": {"json": SCHEMA}}` to force parseable verdicts from a local model."""
 
 
+class ComponentConfig(Section):
+    kind: Literal["judge", "format", "length"]
+    """`judge` (a rubric judge on the final answer), `format` (answer matches `pattern`), `length` (penalty
+    past `max_chars`)."""
+    name: str | None = None
+    """Component name on the trajectory (default: the kind)."""
+    weight: float = Field(default=1.0, ge=0)
+    """Weight in the task's reward (a weighted mean over all components)."""
+    judge: str = "default"
+    """For `judge`: which of reward.judges."""
+    pattern: str | None = None
+    """For `format`: a regular expression the final answer must match."""
+    max_chars: int = Field(default=4000, ge=1)
+    """For `length`: characters allowed before the penalty starts."""
+    gate: str | None = None
+    """Run only when this other component scored at least `gate_threshold`; else score 0 (e.g. `tests`)."""
+    gate_threshold: float = 1.0
+
+
 class RewardConfig(Section):
     judges: list[JudgeConfig] = Field(default_factory=list)
     """Judges by name; graders that need one look it up here."""
+    components: list[ComponentConfig] = Field(default_factory=list)
+    """Components added to every task's reward, besides the environment's own graders."""
 
 
 class Config(Section):

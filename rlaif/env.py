@@ -68,14 +68,16 @@ class Submission(BaseModel):
 
 
 class GradeContext:
-    """What graders may use: the sandbox pools (fresh sandboxes for tests) and, later, judges.
+    """What graders may use: the sandbox pools (fresh sandboxes for tests), the judges, and config's components.
 
     Built by the agent loop's caller; graders never create their own pools.
     """
 
-    def __init__(self, pools: Any, judges: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, pools: Any, judges: Mapping[str, Any] | None = None, components: list[Any] = ()) -> None:
         self.pools = pools
         self.judges = dict(judges or {})
+        self.components = list(components)
+        """ComponentConfig entries from `reward.components`: graders added to every task."""
 
 
 class Grader:
@@ -86,6 +88,9 @@ class Grader:
 
     name: str = "grader"
     weight: float = 1.0
+    gate: str | None = None
+    """Name of another component that must score at least `gate_threshold` for this one to run."""
+    gate_threshold: float = 1.0
 
     async def grade(self, task: Task, submission: Submission, ctx: GradeContext) -> RewardResult:
         raise NotImplementedError

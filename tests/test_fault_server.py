@@ -13,6 +13,7 @@ import urllib.request
 import anthropic
 import openai
 import pytest
+
 from rlaif_rewards.fault_server import JudgeEndpoint, Reply
 
 pytestmark = pytest.mark.unit

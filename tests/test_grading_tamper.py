@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from rlaif_rewards.unit_tests import UnitTests, parse_junit, staged_files
 
 from rlaif.env import GradeContext, Submission
 from rlaif.sandbox.base import Limits
 from rlaif.sandbox.pool import SandboxPools
 from rlaif.types import Message, Task
+from rlaif_rewards.unit_tests import UnitTests, parse_junit, staged_files
 
 pytestmark = pytest.mark.docker
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+
 from rlaif_rewards.fault_server import JudgeEndpoint, Reply
 
 pytestmark = pytest.mark.unit

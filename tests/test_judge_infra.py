@@ -11,11 +11,11 @@ import threading
 import time
 
 import pytest
+
+from rlaif.errors import RlaifError
 from rlaif_rewards.cache import CacheError, VerdictCache, cache_key
 from rlaif_rewards.cost import BudgetExhausted, Price, SpendBudget, cost_usd
 from rlaif_rewards.limits import RateLimiter
-
-from rlaif.errors import RlaifError
 
 pytestmark = pytest.mark.unit
 

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+
 from rlaif_environments.repo_repair.generator import RepairTask, generate_tasks
 
 pytestmark = pytest.mark.unit

@@ -11,11 +11,10 @@ from __future__ import annotations
 import difflib
 import hashlib
 
-from rlaif_environments.pyfunc.generated import generate_functions
-from rlaif_rewards.rubric import Criterion, Rubric, RubricJudge
-
 from rlaif.env import EnvArgs, Environment, Grader
 from rlaif.types import Task
+from rlaif_environments.pyfunc.generated import generate_functions
+from rlaif_rewards.rubric import Criterion, Rubric, RubricJudge
 
 RUBRICS = {
     "explain": Rubric(criteria=[

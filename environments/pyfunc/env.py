@@ -14,11 +14,10 @@ import hashlib
 import json
 from pathlib import Path
 
-from rlaif_rewards.unit_tests import UnitTests
-
 from rlaif.env import EnvArgs, Environment, Grader, Submission, extract_code
 from rlaif.errors import RlaifError
 from rlaif.types import Message, Task
+from rlaif_rewards.unit_tests import UnitTests
 
 from .generated import generate_functions
 

@@ -9,11 +9,10 @@ tamper-proof staging of `rlaif_rewards.unit_tests`. Tasks are generated from a s
 
 from __future__ import annotations
 
-from rlaif_rewards.unit_tests import UnitTests
-
 from rlaif.env import EnvArgs, Environment, Grader, ToolOutput, ToolSpec
 from rlaif.tools import SANDBOX_TOOLS, run_sandbox_tool
 from rlaif.types import Message, Task, ToolCall
+from rlaif_rewards.unit_tests import UnitTests
 
 from .generator import generate_tasks
 

@@ -13,15 +13,15 @@ from rlaif.cli.progress import progress_bar, render
 app = typer.Typer(help="List and check environment plugins.", no_args_is_help=True)
 
 
-def load_judges(config_path: str | None) -> dict:
-    """The judges a config file defines, by name (none without a config)."""
+def load_reward(config_path: str | None) -> tuple[dict, list]:
+    """The judges (by name) and extra reward components a config file defines (none without a config)."""
     if not config_path:
-        return {}
+        return {}, []
+    from rlaif.config import load_config
     from rlaif_rewards.judge import Judge
 
-    from rlaif.config import load_config
-
-    return {j.name: Judge(j) for j in load_config(config_path, []).reward.judges}
+    reward = load_config(config_path, []).reward
+    return {j.name: Judge(j) for j in reward.judges}, reward.components
 
 
 @app.command("list")
@@ -65,12 +65,12 @@ def check(
 
     async def run() -> dict:
         sandbox = SandboxConfig(backend=backend, pool_size=min(concurrency, 8))
-        judges = load_judges(config)
+        judges, components = load_reward(config)
         try:
             async with SandboxPools.from_config(sandbox, run_id=f"envcheck-{env.name}") as pools:
                 with progress_bar(f"checking {env.name}", 2 * len(tasks)) as advance:
-                    return await check_environment(env, tasks, GradeContext(pools, judges), concurrency, advance,
-                                                   pass_threshold)
+                    ctx = GradeContext(pools, judges, components)
+                    return await check_environment(env, tasks, ctx, concurrency, advance, pass_threshold)
         finally:
             for judge in judges.values():
                 await judge.close()

@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from rlaif.cli.env_cmd import load_judges
+from rlaif.cli.env_cmd import load_reward
 from rlaif.cli.progress import progress_bar, render
 
 
@@ -48,7 +48,7 @@ def eval_command(
 
     async def run() -> list:
         sandbox = SandboxConfig(backend=backend, pool_size=min(concurrency, 8))
-        judges = load_judges(config)
+        judges, components = load_reward(config)
         with (out / "trajectories.jsonl").open("a") as sink:
             def record(traj) -> None:
                 sink.write(traj.model_dump_json() + "\n")
@@ -58,7 +58,7 @@ def eval_command(
             async with SandboxPools.from_config(sandbox, run_id=f"eval-{env.name}") as pools:
                 with progress_bar(f"eval {env.name}", len(tasks) * samples) as advance:
                     try:
-                        return await evaluate(env, tasks, lambda t: the_policy, GradeContext(pools, judges),
+                        return await evaluate(env, tasks, lambda t: the_policy, GradeContext(pools, judges, components),
                                               sampling, samples=samples, concurrency=concurrency, on_done=record)
                     finally:
                         await the_policy.close()

@@ -17,9 +17,8 @@ app = typer.Typer(help="Score answers with a judge; check a judge with canaries.
 
 def load_judge(config_path: Path, name: str | None):
     """The named (or first) judge of a config file's `reward.judges`."""
-    from rlaif_rewards.judge import Judge
-
     from rlaif.config import load_config
+    from rlaif_rewards.judge import Judge
 
     judges = load_config(config_path, []).reward.judges if config_path else []
     chosen = [j for j in judges if name is None or j.name == name]
@@ -56,9 +55,8 @@ def score(
     judge_name: str = typer.Option(None, "--judge", help="Which judge of the config (default: the first)."),
 ) -> None:
     """Re-score stored answers with a judge. Resumable: ids already in the output are skipped."""
-    from rlaif_rewards.rubric import Rubric
-
     from rlaif.types import Task
+    from rlaif_rewards.rubric import Rubric
 
     rows = read_rows(input_path)
     lines = output.read_text().splitlines() if output.exists() else []
@@ -112,10 +110,9 @@ def check(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Known-good answers must pass, known-bad ones must not; prints the pass rate per canary. Exit 1 on any miss."""
+    from rlaif.registry import load_environment
     from rlaif_rewards.canaries import canaries
     from rlaif_rewards.rubric import Rubric
-
-    from rlaif.registry import load_environment
 
     env = load_environment("judged_qa")
     tasks = (env.tasks("train") + env.tasks("test"))[:limit]
