@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from rlaif.cli import config_cmd, env_cmd, eval_cmd, judge_cmd, model_cmd, sandbox_cmd
+from rlaif.cli import config_cmd, env_cmd, eval_cmd, judge_cmd, model_cmd, reward_cmd, sandbox_cmd
 from rlaif.errors import RlaifError
 
 app = typer.Typer(
@@ -21,6 +21,7 @@ app.add_typer(model_cmd.app, name="model")
 app.add_typer(sandbox_cmd.app, name="sandbox")
 app.add_typer(env_cmd.app, name="env")
 app.add_typer(judge_cmd.app, name="judge")
+app.add_typer(reward_cmd.app, name="reward")
 app.command("eval")(eval_cmd.eval_command)
 
 # Commands whose capability has not landed yet, and the issue that brings each.

@@ -1,0 +1,98 @@
+"""The reward service: grading as a service, in Ray actors or behind HTTP, with the same code.
+
+`Rewarder` grades submissions of one environment: it owns the sandbox pools and the judges. It runs
+in-process, inside Ray actors (`RewardService`: a pool of async actors on CPU resources, so thousands of
+sandbox and judge calls overlap), or behind HTTP (`rlaif_rewards.http_front`), so a team can grade outside the
+training cluster and a judge outage cannot take training down.
+
+A worker that dies mid-call is restarted by Ray; the call is retried on another worker and counted
+(`stats["worker_failures"]`). After `retries` failed attempts the result is `infra_error`: never a score.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import Counter
+from typing import Any
+
+from rlaif.config import Config
+from rlaif.env import GradeContext, Submission
+from rlaif.registry import load_environment
+from rlaif.types import RewardResult, Task
+
+
+class Rewarder:
+    """Grades submissions of one environment. `start()` before use, `close()` after."""
+
+    def __init__(self, config: Config, run_id: str = "reward") -> None:
+        self.config, self.run_id = config, run_id
+        self.env = load_environment(config.env.name, config.env.args)
+        self.ctx: GradeContext | None = None
+        self._pools = None
+
+    async def start(self) -> None:
+        from rlaif.sandbox.pool import SandboxPools
+        from rlaif_rewards.judge import Judge
+
+        self._pools = await SandboxPools.from_config(self.config.sandbox, run_id=self.run_id).__aenter__()
+        judges = {j.name: Judge(j) for j in self.config.reward.judges}
+        self.ctx = GradeContext(self._pools, judges, self.config.reward.components)
+
+    async def grade(self, task: Task, submission: Submission) -> RewardResult:
+        from rlaif.agent import grade
+
+        if self.ctx is None:
+            await self.start()
+        return await grade(self.env, task, submission, self.ctx)
+
+    async def ping(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        if self.ctx is not None:
+            for judge in self.ctx.judges.values():
+                await judge.close()
+            await self._pools.close()
+            self.ctx = None
+
+
+class RewardService:
+    """A pool of `Rewarder` Ray actors, dispatched round-robin. Call from an asyncio loop in the Ray driver."""
+
+    def __init__(self, config: Config, workers: int = 2, num_cpus: float = 0.5, retries: int = 2,
+                 resources: dict[str, float] | None = None) -> None:
+        import ray
+
+        actor = ray.remote(Rewarder).options(num_cpus=num_cpus, resources=resources or {}, max_restarts=-1,
+                                             max_task_retries=0, max_concurrency=1000)
+        self.actors = [actor.remote(config, f"reward-{i}") for i in range(workers)]
+        self.retries = retries
+        self.stats: Counter[str] = Counter()
+        self._next = itertools.cycle(range(workers))
+
+    async def start(self) -> None:
+        await asyncio.gather(*(a.start.remote() for a in self.actors))
+
+    async def grade(self, task: Task, submission: Submission) -> RewardResult:
+        from ray.exceptions import RayActorError, RayTaskError
+
+        error: Any = None
+        for _ in range(self.retries + 1):
+            actor = self.actors[next(self._next)]
+            try:
+                result = await actor.grade.remote(task, submission)
+                self.stats["graded"] += 1
+                return result
+            except (RayActorError, RayTaskError) as err:
+                self.stats["worker_failures"] += 1
+                error = err
+        self.stats["failed"] += 1
+        return RewardResult(status="infra_error", details={"error": f"reward workers failed: {type(error).__name__}"})
+
+    async def close(self) -> None:
+        import ray
+
+        await asyncio.gather(*(a.close.remote() for a in self.actors), return_exceptions=True)
+        for actor in self.actors:
+            ray.kill(actor)
