@@ -234,3 +234,15 @@ def test_a_real_judge_that_cannot_produce_json_is_infra_error_not_zero(vllm_serv
     result = scored(j, lambda j: j.score(TASK, "It returns x plus 3.", RUBRIC))
     assert result.status == "infra_error" and result.total is None
     assert "unparseable verdict" in result.details["error"] and j.stats["calls"] == 2
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("protocol", ["openai", "anthropic"])
+def test_reference_mode_and_verdicts_given_as_tool_input(protocol):
+    reply = Reply(kind="tool", tool_input={"score": 0.8, "reason": "agrees with the reference"})
+    with JudgeEndpoint(reply) as endpoint:
+        j = judge(endpoint.url, protocol, mode="reference")
+        result = scored(j, lambda j: j.score(TASK, "It adds three to x.", RUBRIC, TASK.reference))
+    assert (result.status, result.total) == ("ok", 0.8)
+    sent = endpoint.requests[0]["body"]["messages"][-1]["content"]
+    assert "The reference answer:" in sent and "x plus 3" in sent and "criteria" not in sent
