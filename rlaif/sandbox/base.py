@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel
+from typing_extensions import Self
 
 from rlaif.config import SandboxConfig
 from rlaif.errors import RlaifError
@@ -210,6 +211,18 @@ class Sandbox:
         if header["status"] == "output_truncated":
             raise SandboxError(f"{' '.join(argv)} in sandbox {self.id} produced more than {max_bytes} bytes")
         return header, out, err
+
+    async def ready(self) -> Self:
+        """Wait until the executor answers (`_wait_ready`); on any failure close the sandbox and re-raise."""
+        try:
+            await self._wait_ready()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def _wait_ready(self) -> None:
+        raise NotImplementedError
 
     async def close(self) -> None:
         """Stop the sandbox and remove everything it left on the host. Safe to call twice."""

@@ -63,12 +63,7 @@ class DockerSandbox(Sandbox):
             shutil.rmtree(socket_dir, ignore_errors=True)
             raise
         sandbox = cls(sandbox_id, socket_dir, limits, container)
-        try:
-            await sandbox._wait_ready()
-        except BaseException:
-            await sandbox.close()
-            raise
-        return sandbox
+        return await sandbox.ready()
 
     async def _wait_ready(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S

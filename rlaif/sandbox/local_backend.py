@@ -121,12 +121,7 @@ class LocalSandbox(Sandbox):
         finally:
             os.close(info_write)
         sandbox = cls(sandbox_id, socket_dir, limits, process, info_read)
-        try:
-            await sandbox._wait_ready()
-        except BaseException:
-            await sandbox.close()
-            raise
-        return sandbox
+        return await sandbox.ready()
 
     async def _wait_ready(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
