@@ -75,7 +75,7 @@ class OpenAIPolicy(Policy):
     async def complete(self, messages: list[Message], tools: list[dict[str, Any]], sampling: Sampling) -> Completion:
         import openai
 
-        request = {"model": self.model, "messages": [_to_openai(m) for m in messages], "top_p": sampling.top_p,
+        request = {"model": self.model, "messages": [to_openai_message(m) for m in messages], "top_p": sampling.top_p,
                    "temperature": sampling.temperature, "max_tokens": sampling.max_tokens, "seed": sampling.seed,
                    "extra_body": self.extra_body}
         if tools:
@@ -193,7 +193,8 @@ def _json_object(arguments: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"__invalid_json__": arguments}
 
 
-def _to_openai(message: Message) -> dict[str, Any]:
+def to_openai_message(message: Message) -> dict[str, Any]:
+    """A Message in the OpenAI chat (and chat-template) form; tool-call arguments as a JSON string."""
     out: dict[str, Any] = {"role": message.role, "content": message.content}
     if message.tool_calls:
         out["tool_calls"] = [{"id": c.id, "type": "function",

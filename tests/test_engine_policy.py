@@ -1,0 +1,52 @@
+"""The in-process engine policy records turns token for token: the prompt ids are the chat template's rendering,
+and the logprobs are the sampling logprobs, as transformers computes them for the same ids."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from rlaif.engine_policy import EnginePolicy
+from rlaif.env import GradeContext
+from rlaif.evaluation import evaluate
+from rlaif.policy import Sampling, to_openai_message
+from rlaif.registry import load_environment
+from rlaif.sandbox.base import Limits
+from rlaif.sandbox.pool import SandboxPools
+
+pytestmark = [pytest.mark.vllm, pytest.mark.docker]
+
+
+def test_concurrent_episodes_record_exact_tokens_and_sampling_logprobs(tiny_model, base_image):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    env = load_environment("pyfunc", {"generated": 12})
+    tasks = env.tasks("train")[:6]
+
+    async def go():
+        policy = EnginePolicy.start(str(tiny_model), max_model_len=2048)
+        try:
+            async with SandboxPools(Limits(), size=2, run_id="engine") as pools:
+                return await evaluate(env, tasks, lambda t: policy, GradeContext(pools),
+                                      Sampling(max_tokens=24, temperature=1.0, seed=3), concurrency=6)
+        finally:
+            await policy.close()
+
+    trajectories = asyncio.run(go())
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, torch_dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    for task, traj in zip(tasks, trajectories, strict=True):
+        assert traj.status == "ok" and traj.reward is not None and len(traj.turns) == 1
+        turn = traj.turns[0]
+        rendered = tokenizer.apply_chat_template([to_openai_message(m) for m in env.prompt(task)],
+                                                 add_generation_prompt=True, tokenize=True, return_dict=True)
+        assert turn.prompt_ids == list(rendered["input_ids"])
+        assert 0 < len(turn.completion_ids) == len(turn.logprobs) == len(turn.loss_mask) <= 24
+        assert traj.messages[-1].content == tokenizer.decode(turn.completion_ids, skip_special_tokens=True)
+        ids = torch.tensor([turn.prompt_ids + turn.completion_ids])
+        with torch.no_grad():
+            logits = model(ids).logits[0, len(turn.prompt_ids) - 1:-1]
+        expected = torch.log_softmax(logits, -1).gather(1, torch.tensor(turn.completion_ids)[:, None])[:, 0]
+        assert torch.allclose(expected, torch.tensor(turn.logprobs), atol=2e-3), (expected, turn.logprobs)
