@@ -6,7 +6,8 @@ student under training (in-process engine, token-exact turns) and any teacher en
 
 How an episode ends (Trajectory.status):
 - `ok`: the model answered without a tool call, or a tool said the episode is done (`submit`);
-- `truncated`: the turn budget ran out while the model still called tools, or the context did;
+- `truncated`: the turn budget ran out while the model still called tools, or the last answer was cut off
+  at the token limit (it is still graded; the trainer decides whether to mask it);
 - `infra_error`: the policy endpoint or the sandbox failed. The episode is not graded and must be
   dropped and counted by the caller, never scored.
 A malformed tool call, an unknown tool or bad arguments are the model's mistakes: it is told so in a
@@ -71,7 +72,7 @@ async def run_episode(
             message, errors = _assistant_message(completion, parse, turn_index)
             messages.append(message)
             if not message.tool_calls and not errors:
-                status = "truncated" if completion.finish_reason == "length" and tools else "ok"
+                status = "truncated" if completion.finish_reason == "length" else "ok"
                 break
             messages.extend(Message(role="user", content=f"Tool call error: {e}") for e in errors)
             start = time.monotonic()

@@ -38,8 +38,9 @@ def test_concurrent_episodes_record_exact_tokens_and_sampling_logprobs(tiny_mode
     model = AutoModelForCausalLM.from_pretrained(tiny_model, torch_dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     for task, traj in zip(tasks, trajectories, strict=True):
-        assert traj.status == "ok" and traj.reward is not None and len(traj.turns) == 1
+        assert traj.reward is not None and len(traj.turns) == 1
         turn = traj.turns[0]
+        assert traj.status == ("truncated" if turn.finish_reason == "length" else "ok")
         rendered = tokenizer.apply_chat_template([to_openai_message(m) for m in env.prompt(task)],
                                                  add_generation_prompt=True, tokenize=True, return_dict=True)
         assert turn.prompt_ids == list(rendered["input_ids"])
