@@ -12,6 +12,7 @@ Concurrent episodes share one `AsyncLLM` engine, which batches their requests co
 
 from __future__ import annotations
 
+import gc
 import itertools
 from typing import Any
 
@@ -68,4 +69,8 @@ class EnginePolicy(Policy):
                           usage={"prompt_tokens": len(prompt_ids), "completion_tokens": len(ids)})
 
     async def close(self) -> None:
-        self.engine.shutdown()
+        if self.engine is not None:
+            self.engine.shutdown()
+            # Drop it now: AsyncLLM.__del__ shuts down again, which fails noisily at interpreter exit.
+            self.engine = None
+            gc.collect()
