@@ -1,0 +1,72 @@
+"""The learner's step on the tiny model: it trains on exactly the recorded ids, moves probability towards
+positive-advantage completions, and micro-batching changes nothing but memory."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rlaif.learner import Learner, Sample
+
+pytestmark = pytest.mark.unit
+
+
+def _samples(learner: Learner, tokenizer) -> list[Sample]:
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Write add."}], add_generation_prompt=True,
+                                           tokenize=True, return_dict=True)["input_ids"]
+    good = tokenizer("def add(a, b):\n    return a + b")["input_ids"]
+    bad = tokenizer("hello hello hello")["input_ids"]
+    rows = [(good, 1.0), (good, 1.0), (bad, -1.0), (bad, -1.0)]
+    samples = [Sample(list(prompt), ids, [0.0] * len(ids), [1] * len(ids), adv) for ids, adv in rows]
+    with torch.no_grad():
+        current, _ = learner.token_logprobs(learner.model, samples)
+    return [Sample(s.prompt_ids, s.completion_ids, current[i, :len(s.completion_ids)].tolist(), s.loss_mask,
+                   s.advantage) for i, s in enumerate(samples)]
+
+
+def _mean_logprob(learner: Learner, sample: Sample) -> float:
+    with torch.no_grad():
+        logprobs, _ = learner.token_logprobs(learner.model, [sample])
+    return logprobs.mean().item()
+
+
+def test_updates_move_probability_towards_positive_advantages(tiny_model):
+    from transformers import AutoTokenizer
+
+    learner = Learner(str(tiny_model), lr=3e-3, micro_batch=2)
+    samples = _samples(learner, AutoTokenizer.from_pretrained(tiny_model))
+    good_before, bad_before = _mean_logprob(learner, samples[0]), _mean_logprob(learner, samples[2])
+    for _ in range(5):
+        metrics = learner.step(samples)
+    assert learner.version == 5 and metrics["grad_norm"] > 0 and metrics["tokens"] == sum(len(s.loss_mask)
+                                                                                         for s in samples)
+    assert _mean_logprob(learner, samples[0]) > good_before + 0.5
+    assert _mean_logprob(learner, samples[2]) < bad_before - 0.5
+
+
+@pytest.mark.parametrize("variant", ["grpo", "dapo", "dr_grpo"])
+def test_micro_batching_gives_the_full_batch_gradient(tiny_model, variant):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    grads = []
+    for micro in (4, 1):
+        learner = Learner(str(tiny_model), lr=1e-2, micro_batch=micro, variant=variant, max_completion_length=32,
+                          max_grad_norm=1e9)
+        learner.step(_samples(learner, tokenizer))
+        grads.append(torch.cat([p.grad.flatten() for p in learner.model.parameters()]))
+    assert grads[0].abs().max() > 0
+    assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-7), (grads[0] - grads[1]).abs().max()
+
+
+def test_masked_tokens_do_not_train(tiny_model):
+    from transformers import AutoTokenizer
+
+    learner = Learner(str(tiny_model), lr=1e-2)
+    samples = _samples(learner, AutoTokenizer.from_pretrained(tiny_model))
+    masked = [Sample(s.prompt_ids, s.completion_ids, s.behaviour_logprobs, [0] * len(s.loss_mask), s.advantage)
+              for s in samples]
+    before = [p.detach().clone() for p in learner.model.parameters()]
+    metrics = learner.step(masked)
+    assert metrics["grad_norm"] == 0.0
+    assert all(torch.equal(p, b) for p, b in zip(learner.model.parameters(), before, strict=True))
