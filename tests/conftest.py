@@ -113,3 +113,13 @@ def vllm_server(tiny_model, tmp_path_factory):
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
+
+
+def load_benchmark(name: str):
+    """A script of benchmarks/ as a module, so tests can assert its targets on a smaller run."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -2,22 +2,18 @@
 rate limit, and at least 5,000 cached verdicts per second."""
 
 import asyncio
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 from rlaif_rewards.fault_server import JudgeEndpoint, Reply
+from tests.conftest import load_benchmark
 
 pytestmark = pytest.mark.unit
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "reward_service.py"
 
 
 def test_judge_throughput_is_near_the_limit_and_the_cache_is_fast(tmp_path):
-    spec = importlib.util.spec_from_file_location("reward_service", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("reward_service")
     reply = Reply(text=json.dumps({"score": 1, "reason": "correct"}), delay_s=bench.LATENCY_S)
     with JudgeEndpoint(reply) as endpoint:
         figures = asyncio.run(bench.measure(320, tmp_path / "cache.sqlite", endpoint.url))

@@ -2,19 +2,16 @@
 a pooled exec costs at most 2x a plain local process start, and is at least 5x faster than `docker run --rm`."""
 
 import asyncio
-import importlib.util
-from pathlib import Path
 
 import pytest
 
+from tests.conftest import load_benchmark
+
 pytestmark = pytest.mark.docker
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "sandbox_latency.py"
 
 
 def test_pooled_exec_is_near_a_process_start_and_far_below_docker_run(base_image):
-    spec = importlib.util.spec_from_file_location("sandbox_latency", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("sandbox_latency")
     figures = asyncio.run(bench.measure(samples=30, seconds=2.0, image=base_image))
     assert figures["pooled_p50_ms"] <= 2 * figures["subprocess_p50_ms"], figures
     assert figures["docker_run_p50_ms"] >= 5 * figures["pooled_p50_ms"], figures

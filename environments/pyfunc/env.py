@@ -9,13 +9,12 @@ answer that does not define the entry point is taken as the body that continues 
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import json
 from pathlib import Path
 
 from rlaif.env import EnvArgs, Environment, Grader, Submission, extract_code
 from rlaif.errors import RlaifError
+from rlaif.jsonl import read_jsonl
 from rlaif.types import Message, Task
 from rlaif_rewards.unit_tests import UnitTests
 
@@ -102,21 +101,7 @@ def read_humaneval(path: Path) -> list[dict]:
     """Rows of a HumanEval-format JSONL or JSONL.gz file; a malformed row is an error naming its line."""
     if not path.is_file():
         raise RlaifError(f"pyfunc data file {path} does not exist; pass env.args.data=PATH of a JSONL(.gz) file")
-    opener = gzip.open if path.suffix == ".gz" else open
-    rows = []
-    with opener(path, "rt") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise RlaifError(f"{path}:{number}: not valid JSON ({err.msg}); each line must be one task") from None
-            missing = [k for k in HUMANEVAL_FIELDS if not isinstance(row, dict) or k not in row]
-            if missing:
-                raise RlaifError(f"{path}:{number}: task is missing {', '.join(missing)}; HumanEval rows have "
-                                 f"{', '.join(HUMANEVAL_FIELDS)}")
-            rows.append(row)
+    rows = read_jsonl(path, HUMANEVAL_FIELDS, "task", f"HumanEval rows have {', '.join(HUMANEVAL_FIELDS)}")
     if not rows:
         raise RlaifError(f"{path} holds no tasks")
     return rows

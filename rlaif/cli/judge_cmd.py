@@ -11,6 +11,7 @@ from rich.table import Table
 
 from rlaif.cli.progress import progress_bar, render
 from rlaif.errors import RlaifError
+from rlaif.jsonl import read_jsonl
 
 app = typer.Typer(help="Score answers with a judge; check a judge with canaries.", no_args_is_help=True)
 
@@ -31,20 +32,8 @@ def load_judge(config_path: Path, name: str | None):
 def read_rows(path: Path) -> list[dict]:
     if not path.is_file():
         raise RlaifError(f"input {path} does not exist; pass a JSONL file of {{id, prompt, completion}} rows")
-    rows = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise RlaifError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-        missing = [k for k in ("id", "prompt", "completion") if not isinstance(row, dict) or k not in row]
-        if missing:
-            raise RlaifError(f"{path}:{number}: row is missing {', '.join(missing)}; rows need id, prompt, completion "
-                             "(reference and group are optional)")
-        rows.append(row)
-    return rows
+    return read_jsonl(path, ("id", "prompt", "completion"), "row",
+                      "rows need id, prompt, completion (reference and group are optional)")
 
 
 @app.command("score")
