@@ -97,13 +97,80 @@ class RolloutConfig(Section):
 
 class LearnerConfig(Section):
     lr: float = Field(default=1e-5, gt=0)
-    """Learning rate."""
+    """Learning rate (AdamW, constant after `warmup_steps`)."""
+    warmup_steps: int = Field(default=0, ge=0)
+    """Steps of linear learning-rate warm-up from 0."""
     loss: Literal["grpo", "dr_grpo", "dapo", "gspo"] = "grpo"
-    """Policy loss."""
+    """Policy loss (see the README for the matching TRL `loss_type`)."""
     steps: int = Field(default=10, ge=1)
     """Optimizer steps in the run."""
     batch_tasks: int = Field(default=4, ge=1)
-    """Tasks (groups) per step."""
+    """Tasks (groups) per step: one step trains on batch_tasks x rollout.group_size episodes."""
+    eps_low: float = Field(default=0.2, ge=0)
+    """Lower clip of the ratio (1 - eps_low)."""
+    eps_high: float | None = Field(default=None, ge=0)
+    """Upper clip (1 + eps_high); None: eps_low. DAPO's clip-higher uses 0.28."""
+    beta: float = Field(default=0.0, ge=0)
+    """KL coefficient to the frozen initial model (k3 estimator); 0 loads no reference model."""
+    tis_cap: float | None = Field(default=2.0, gt=0)
+    """Truncated importance sampling between vLLM's behaviour logprobs and the learner's (cap on the
+    per-token weight); None turns the correction off."""
+    scale_rewards: bool = True
+    """Divide advantages by the group's reward std (GRPO); False: only centre them (Dr. GRPO)."""
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    """Gradient clipping."""
+    micro_batch: int = Field(default=8, ge=1)
+    """Turns per forward/backward pass; gradients accumulate over the step."""
+    weight_decay: float = Field(default=0.0, ge=0)
+    """AdamW weight decay."""
+    mask_truncated: bool = False
+    """Leave episodes cut off by the token or turn limit out of the loss (their group still counts them for
+    its advantages)."""
+    dynamic_sampling: bool = True
+    """Drop groups whose rewards are all equal (no signal) and refill the batch with new tasks (DAPO)."""
+    max_fill_rounds: int = Field(default=4, ge=1)
+    """With dynamic sampling: at most batch_tasks x this many groups are tried for one step; a step that
+    still has no signal trains on what it has (an empty step is skipped and counted)."""
+    lora_rank: int = Field(default=0, ge=0)
+    """LoRA rank through `peft` (0: full fine-tuning)."""
+    lora_alpha: float = Field(default=32.0, gt=0)
+    """LoRA alpha."""
+
+
+class TrainConfig(Section):
+    mode: Literal["sync", "async"] = "sync"
+    """`sync`: generate a batch, then train on it; `async`: keep generating while the learner trains."""
+    max_staleness: int = Field(default=1, ge=0)
+    """In async mode: a sample trains at most this many weight versions after the one that generated it
+    (0 = on-policy). Generation is held back so this holds; a group that still exceeds it is dropped."""
+    sync_every: int = Field(default=1, ge=1)
+    """Send new weights to the rollout workers every this many steps."""
+    rollout_workers: int = Field(default=1, ge=1)
+    """vLLM engines (Ray actors)."""
+    rollout_cpus: float = Field(default=1.0, ge=0)
+    """Ray CPUs per rollout worker."""
+    rollout_gpus: float = Field(default=0.0, ge=0)
+    """GPUs per rollout worker (0 on the CPU build)."""
+    learner_cpus: float = Field(default=1.0, ge=0)
+    """Ray CPUs for the learner."""
+    learner_gpus: float = Field(default=0.0, ge=0)
+    """GPUs for the learner."""
+    reward_workers: int = Field(default=1, ge=1)
+    """Reward service actors (CPU)."""
+    episode_concurrency: int = Field(default=64, ge=1)
+    """Episodes in flight at once, over all rollout workers."""
+    gpu_memory_utilization: float = Field(default=0.3, gt=0, le=1)
+    """Share of a GPU's memory a vLLM engine may take."""
+    bucket_mb: float = Field(default=64.0, gt=0)
+    """Weight sync bucket size."""
+    checkpoint_every: int = Field(default=10, ge=0)
+    """Checkpoint every this many steps (and at the end); 0: only at the end."""
+    keep_checkpoints: int = Field(default=2, ge=1)
+    """Checkpoints kept; older ones are deleted once a newer one is complete."""
+    ray_address: str | None = None
+    """Join this Ray cluster (`auto` or host:port); None: start Ray on this machine, on 127.0.0.1."""
+    wandb_project: str | None = None
+    """Also log metrics to this W&B project."""
 
 
 class JudgeConfig(Section):
@@ -191,6 +258,8 @@ class Config(Section):
     """Generation."""
     learner: LearnerConfig = Field(default_factory=LearnerConfig)
     """Optimisation."""
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    """Orchestration: sync or async, resources, weight sync, checkpoints."""
     reward: RewardConfig = Field(default_factory=RewardConfig)
     """Judges and reward composition."""
 

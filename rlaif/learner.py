@@ -6,18 +6,26 @@ re-tokenises text. One `step` is one optimizer update: the old-policy logprobs a
 ratio starts at 1: on-policy), micro-batches accumulate gradients weighted so that the sum equals the
 full-batch loss (by sequences, or by tokens for `dapo`), gradients are clipped, the weight version advances.
 
-Single process on the CPU; the Ray actor and the distributed (GPU) learner wrap this with issue #6.
+With `lora_rank > 0` the student is wrapped by `peft`; only the adapters train, and `named_weights` merges
+them into the base weights, under the base model's names, for the rollout engines (which hold the merged
+model). `state` / `load_state` carry everything a checkpoint needs to continue exactly: weights or
+adapters, optimizer, scheduler, RNG and version.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from rlaif.loss import policy_loss
+from rlaif.weight_sync import Bucket, digest, pack
 
 
 @dataclass(frozen=True)
@@ -35,18 +43,28 @@ class Learner:
     def __init__(self, model_dir: str, *, lr: float = 1e-5, variant: str = "grpo", eps_low: float = 0.2,
                  eps_high: float | None = None, beta: float = 0.0, tis_cap: float | None = 2.0,
                  max_grad_norm: float = 1.0, micro_batch: int = 8, max_completion_length: int | None = None,
-                 weight_decay: float = 0.0, seed: int = 0) -> None:
+                 weight_decay: float = 0.0, warmup_steps: int = 0, lora_rank: int = 0, lora_alpha: float = 32.0,
+                 seed: int = 0) -> None:
         from transformers import AutoModelForCausalLM
 
         torch.manual_seed(seed)
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        if lora_rank:
+            from peft import LoraConfig, get_peft_model
+
+            self.model = get_peft_model(self.model, LoraConfig(r=lora_rank, lora_alpha=lora_alpha,
+                                                               target_modules="all-linear"))
+        self.lora = bool(lora_rank)
         self.model.train()
         self.ref = None
         if beta > 0:
             self.ref = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
             self.ref.requires_grad_(False)
         # No weight decay by default (as TRL): decay would move weights even where the loss gives no signal.
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: min(1.0, (step + 1) / (warmup_steps + 1)) if warmup_steps else 1.0)
         self.loss_args = {"variant": variant, "eps_low": eps_low, "eps_high": eps_high, "beta": beta,
                           "tis_cap": tis_cap, "max_completion_length": max_completion_length}
         self.max_grad_norm, self.micro_batch = max_grad_norm, micro_batch
@@ -101,7 +119,65 @@ class Learner:
             for key, value in chunk_metrics.items():
                 metrics[key] = metrics.get(key, 0.0) + value * share
         metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm))
+        metrics["lr"] = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
+        self.scheduler.step()
         self.version += 1
         metrics.update(tokens=float(total_tokens), samples=float(len(samples)), train_s=time.monotonic() - started)
         return metrics
+
+    @contextmanager
+    def _merged(self) -> Iterator[torch.nn.Module]:
+        """The model as the engines hold it: adapters merged in for the duration (no-op without LoRA)."""
+        if not self.lora:
+            yield self.model
+            return
+        self.model.merge_adapter()
+        try:
+            yield self.model.get_base_model()
+        finally:
+            self.model.unmerge_adapter()
+
+    def named_weights(self) -> list[tuple[str, Tensor]]:
+        """(Hugging Face name, tensor) of every weight the engines need, copied, adapters merged."""
+        with torch.no_grad(), self._merged() as model:
+            return [(name.replace(".base_layer.", "."), p.detach().clone()) for name, p in model.named_parameters()
+                    if "lora_" not in name]
+
+    def sync_payload(self, bucket_mb: float = 64.0, dtype: str = "float32") -> tuple[list[Bucket], list[float]]:
+        """The weights for the engines, packed into buckets in the engines' dtype, and their digest."""
+        engine_dtype = getattr(torch, dtype)
+        named = [(name, t.to(engine_dtype)) for name, t in self.named_weights()]
+        return pack(named, bucket_mb=bucket_mb), digest(named)
+
+    def save(self, directory: str) -> None:
+        """Write `learner.pt` (see `state`) into a checkpoint's staging directory."""
+        torch.save(self.state(), Path(directory) / "learner.pt")
+
+    def load(self, directory: str) -> int:
+        """Restore from a checkpoint directory; returns the weight version."""
+        self.load_state(torch.load(Path(directory) / "learner.pt", weights_only=False))
+        return self.version
+
+    def save_model(self, path: str) -> None:
+        """Save the merged model in Hugging Face format (loadable by transformers and vLLM)."""
+        with torch.no_grad(), self._merged() as model:
+            state = {name.replace(".base_layer.", "."): p for name, p in model.state_dict().items()
+                     if "lora_" not in name}
+            model.save_pretrained(path, state_dict=state)
+
+    def state(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: trainable weights, optimizer, scheduler, RNG, version."""
+        weights = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+        return {"weights": weights, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "rng": torch.get_rng_state(), "version": self.version}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, value in state["weights"].items():
+                params[name].copy_(value)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        self.version = state["version"]
