@@ -13,7 +13,7 @@ from pathlib import Path
 from rlaif.errors import RlaifError
 
 
-def read_jsonl(path: Path, required: Sequence[str], noun: str, hint: str) -> list[dict]:
+def read_jsonl(path: Path, required: Sequence[str] = (), noun: str = "JSON object", hint: str = "") -> list[dict]:
     """The objects of a JSONL file; `noun` and `hint` word the error for a line missing `required` fields."""
     opener = gzip.open if path.suffix == ".gz" else open
     rows = []

@@ -129,8 +129,13 @@ class Trainer:
         bundles = [{"CPU": t.learner_cpus, "GPU": t.learner_gpus}]
         bundles += [{"CPU": t.rollout_cpus, "GPU": t.rollout_gpus}] * t.rollout_workers
         bundles = [{k: v for k, v in b.items() if v > 0} or {"CPU": 0.01} for b in bundles]
+        _check_resources(bundles + [{"CPU": 0.5}] * t.reward_workers)
         self.pg = placement_group(bundles, strategy="PACK")
-        await self.pg.ready()
+        try:
+            await asyncio.wait_for(self.pg.ready(), timeout=300)
+        except TimeoutError:
+            raise RlaifError(f"Ray could not place the learner and rollout workers {bundles} within 300 s; "
+                             "free resources or lower train.*_cpus / train.*_gpus") from None
         lc = self.config.learner
 
         def on(bundle: int) -> PlacementGroupSchedulingStrategy:
@@ -326,6 +331,7 @@ class Trainer:
                           "generate": metrics.pop("_generate_s"), "reward": metrics.pop("_reward_s")}
                 metrics.update({f"time/{k}_s": v for k, v in phases.items()})
                 metrics.update({"episodes": episodes, "version": self.state.version,
+                                "trained_groups": [g.index for g in batch] if samples else [],
                                 "tokens_per_s": metrics.get("completion_tokens", 0.0) / step_s if step_s else 0.0})
                 metrics.update({f"dropped_total/{k}": v for k, v in self.state.dropped.items()})
                 metrics.update(self.step_stats)
@@ -411,6 +417,18 @@ def _cost(details: Any) -> float:
     return 0.0
 
 
+def _check_resources(bundles: list[dict[str, float]]) -> None:
+    """One line naming what is missing when the cluster cannot hold the actors at all (rather than a hang)."""
+    import ray
+
+    have = ray.cluster_resources()
+    for kind in ("CPU", "GPU"):
+        need = sum(b.get(kind, 0.0) for b in bundles)
+        if need > have.get(kind, 0.0) + 1e-9:
+            raise RlaifError(f"the run needs {need:g} {kind}s (learner, rollout workers, reward workers) but the "
+                             f"Ray cluster has {have.get(kind, 0.0):g}; lower train.*_{kind.lower()}s or add nodes")
+
+
 def _start_ray(config: Config) -> None:
     from rlaif.local_ray import init_local_ray
 
@@ -428,6 +446,9 @@ def _start_ray(config: Config) -> None:
 async def train_async(config: Config, *, run_root: str | None = None, resume: str | Path | None = None,
                       on_step: Callable[[Progress], None] = lambda p: None) -> dict[str, Any]:
     """Train from `config`, in a new run directory under `run_root` (default `run.root`), or resume one."""
+    if Path(config.model.path).exists():  # Ray actors may run elsewhere: a local model path must be absolute
+        config = config.model_copy(update={"model": config.model.model_copy(
+            update={"path": str(Path(config.model.path).resolve())})})
     if resume is not None:
         run = RunDir.open(resume, wandb_project=config.train.wandb_project)
         ckpt = checkpoint.latest(run.path)

@@ -1,0 +1,299 @@
+"""Weight sync, learner -> engine: buckets carry tensors exactly, the digest sees what matters and ignores how
+the engine fuses and pads, and after a sync the engine samples with the learner's logprobs, tied embeddings
+included, even while it was generating."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import torch
+
+from rlaif.weight_sync import Bucket, WeightSyncError, digest, pack, unpack, verify
+
+PROMPT = "def add(a, b):"
+WORKER_EXTENSION = "rlaif.weight_sync.WorkerExtension"
+BUCKET_MB = 0.5  # the tiny model is ~2.5 MB in float32: several buckets
+
+
+def _randn(*shape: int, dtype: torch.dtype = torch.float32, seed: int = 0) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)).to(dtype)
+
+
+def _round_trip(buckets: list[Bucket]) -> list[tuple[str, torch.Tensor]]:
+    return [pair for bucket in buckets for pair in unpack(bucket.data, bucket.index)]
+
+
+# --- pack / unpack -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.unit
+def test_pack_then_unpack_returns_every_tensor_exactly_in_order():
+    named = [("w32", _randn(5, 7)), ("w16", _randn(3, dtype=torch.float16, seed=1)),  # 6 bytes: next is unaligned
+             ("wbf", _randn(4, 3, 2, dtype=torch.bfloat16, seed=2)), ("one", torch.tensor([2.5])),
+             ("empty", torch.empty(0, 4)), ("tail", _randn(9, dtype=torch.float16, seed=3))]
+    out = _round_trip(pack(named))
+    assert [name for name, _ in out] == [name for name, _ in named]
+    for (_, sent), (_, got) in zip(named, out, strict=True):
+        assert (got.dtype, got.shape) == (sent.dtype, sent.shape)
+        assert torch.equal(got, sent)
+
+
+@pytest.mark.unit
+def test_pack_converts_to_the_requested_dtype():
+    [(_, got)] = _round_trip(pack([("w", _randn(4, 4))], dtype=torch.bfloat16))
+    assert got.dtype == torch.bfloat16 and torch.equal(got, _randn(4, 4).to(torch.bfloat16))
+
+
+@pytest.mark.unit
+@pytest.mark.xfail(strict=True, raises=RuntimeError,
+                   reason="pack views a 0-dim tensor as bytes, which torch refuses (reshape(-1) first)")
+def test_a_zero_dim_tensor_round_trips():
+    [(_, got)] = _round_trip(pack([("scale", torch.tensor(3.5))]))
+    assert got.shape == () and got.item() == 3.5
+
+
+@pytest.mark.unit
+def test_buckets_stay_within_the_limit_and_a_larger_tensor_gets_a_bucket_of_its_own():
+    limit = 1024
+    small = [(f"s{i}", _randn(100, seed=i)) for i in range(5)]  # 400 bytes each: two to a bucket
+    big = ("big", _randn(600, seed=9))  # 2400 bytes
+    named = [*small[:3], big, *small[3:]]
+    buckets = pack(named, bucket_mb=limit / (1 << 20))
+    assert [[name for name, *_ in b.index] for b in buckets] == [["s0", "s1"], ["s2"], ["big"], ["s3", "s4"]]
+    assert all(len(b.data) <= limit for b in buckets if len(b.index) > 1)
+    assert [name for name, _ in _round_trip(buckets)] == [name for name, _ in named]
+    assert all(torch.equal(got, sent) for (_, got), (_, sent) in zip(_round_trip(buckets), named, strict=True))
+
+
+# --- digest / verify ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.unit
+def test_digest_is_invariant_under_fusing_along_dim_0_and_zero_row_padding():
+    q, k, v = _randn(8, 16, seed=1), _randn(4, 16, seed=2), _randn(4, 16, seed=3)
+    separate = digest([("q", q), ("k", k), ("v", v)])
+    fused = torch.cat([q, k, v])
+    verify(separate, digest([("qkv", fused)]))
+    verify(separate, digest([("qkv", torch.cat([fused, torch.zeros(5, 16)]))]))
+
+
+@pytest.mark.unit
+@pytest.mark.xfail(strict=True, raises=WeightSyncError,
+                   reason="digest weights 1-D tensors by position, so fused biases (q/k/v -> qkv) change it")
+def test_digest_is_invariant_under_fusing_biases():
+    q, k, v = _randn(8, seed=1), _randn(4, seed=2), _randn(4, seed=3)
+    verify(digest([("q", q), ("k", k), ("v", v)]), digest([("qkv", torch.cat([q, k, v]))]))
+
+
+@pytest.mark.unit
+def test_verify_fails_when_one_element_changes():
+    w = _randn(256, 256) * 0.02
+    changed = w.clone()
+    changed[17, 42] += 1e-3
+    with pytest.raises(WeightSyncError):
+        verify(digest([("w", w)]), digest([("w", changed)]))
+
+
+@pytest.mark.unit
+def test_verify_fails_when_two_elements_of_a_row_are_swapped():
+    w = _randn(256, 256) * 0.02
+    swapped = w.clone()
+    swapped[17, [3, 200]] = w[17, [200, 3]]
+    assert not torch.equal(swapped, w)
+    with pytest.raises(WeightSyncError):
+        verify(digest([("w", w)]), digest([("w", swapped)]))
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("component", [0, 1, 2])
+def test_verify_passes_on_equal_digests_and_fails_on_a_perturbed_one(component):
+    named = [("a", _randn(64, 32)), ("b", _randn(32, seed=1))]
+    expected = digest(named)
+    verify(expected, digest(named))
+    verify(expected, digest(reversed(named)))  # the same sums in another order
+    perturbed = list(expected)
+    perturbed[component] += 1e-4 * max(1.0, abs(perturbed[component]))
+    with pytest.raises(WeightSyncError):
+        verify(expected, perturbed)
+
+
+# --- a real engine -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model):
+    """One engine with the worker extension for the module, and `run(coroutine)` on the loop that owns it."""
+    from rlaif.engine_policy import EnginePolicy
+
+    loop = asyncio.new_event_loop()
+
+    async def start() -> EnginePolicy:
+        return EnginePolicy.start(str(tiny_model), worker_extension_cls=WORKER_EXTENSION)
+
+    policy = loop.run_until_complete(start())
+    yield policy, loop.run_until_complete
+    loop.run_until_complete(policy.close())
+    loop.close()
+
+
+def _model(tiny_model) -> torch.nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+
+
+def _perturbed(tiny_model, seed: int, scale: float = 0.05) -> torch.nn.Module:
+    """The tiny model in float32 with noise on every parameter (the tied embedding once: it is one Parameter)."""
+    model = _model(tiny_model)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=generator) * scale)
+    return model
+
+
+async def _sync(policy, buckets: list[Bucket]) -> dict:
+    """Stage every bucket, then apply: what `RolloutWorker.load_weights` does. Prints the time it took."""
+    started = time.monotonic()
+    for bucket in buckets:
+        await policy.engine.collective_rpc("rlaif_stage", args=(bucket.data, bucket.index))
+    staged = time.monotonic()
+    [result] = await policy.engine.collective_rpc("rlaif_apply")
+    mib = sum(len(b.data) for b in buckets) / (1 << 20)
+    print(f"weight sync: {len(buckets)} buckets, {mib:.2f} MiB, stage {staged - started:.3f} s, "
+          f"apply {time.monotonic() - staged:.3f} s")
+    return result
+
+
+async def _greedy(policy, prompt: str = PROMPT):
+    from rlaif.policy import Sampling
+    from rlaif.types import Message
+
+    completion = await policy.complete([Message(role="user", content=prompt)], [],
+                                       Sampling(temperature=0, max_tokens=6))
+    assert completion.turn.completion_ids
+    return completion.turn
+
+
+def _logprobs(model: torch.nn.Module, turn) -> torch.Tensor:
+    """The logprobs `model` gives the turn's completion ids after its prompt ids."""
+    ids = torch.tensor([turn.prompt_ids + turn.completion_ids])
+    with torch.no_grad():
+        logits = model(ids).logits[0, len(turn.prompt_ids) - 1:-1].float()
+    return torch.log_softmax(logits, -1).gather(1, torch.tensor(turn.completion_ids)[:, None])[:, 0]
+
+
+def _assert_engine_samples_like(model: torch.nn.Module, turn) -> None:
+    expected = _logprobs(model, turn)
+    assert torch.allclose(torch.tensor(turn.logprobs), expected, atol=1e-3), (turn.logprobs, expected.tolist())
+
+
+@pytest.mark.vllm
+def test_a_bucketed_sync_loads_every_weight_verifies_and_the_engine_samples_with_the_new_logprobs(engine, tiny_model):
+    policy, run = engine
+    model = _perturbed(tiny_model, seed=1)
+    buckets = pack(model.named_parameters(), bucket_mb=BUCKET_MB)
+    assert len(buckets) >= 3
+
+    async def go():
+        before = await _greedy(policy)
+        result = await _sync(policy, buckets)
+        return before, result, await _greedy(policy)
+
+    before, result, after = run(go())
+    assert not torch.allclose(torch.tensor(before.logprobs), _logprobs(model, before), atol=1e-2)
+    assert result["missing"] == []
+    verify(digest(model.named_parameters()), result["digest"])
+    _assert_engine_samples_like(model, after)
+
+
+@pytest.mark.vllm
+def test_changing_only_the_tied_embedding_changes_the_engines_output_embedding_too(engine, tiny_model):
+    policy, run = engine
+    model = _perturbed(tiny_model, seed=2)
+
+    async def go():
+        await _sync(policy, pack(model.named_parameters(), bucket_mb=BUCKET_MB))
+        before = await _greedy(policy)
+        with torch.no_grad():
+            model.get_input_embeddings().weight.mul_(1.5)
+        result = await _sync(policy, pack(model.named_parameters(), bucket_mb=BUCKET_MB))
+        return before, result, await _greedy(policy)
+
+    before, result, after = run(go())
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    assert not torch.allclose(torch.tensor(before.logprobs), _logprobs(model, before), atol=1e-2)
+    assert result["missing"] == []
+    _assert_engine_samples_like(model, after)
+
+
+@pytest.mark.vllm
+def test_a_bucket_corrupted_in_transit_fails_verification(engine, tiny_model):
+    policy, run = engine
+    model = _perturbed(tiny_model, seed=3)
+    named = list(model.named_parameters())
+    buckets = pack(named, bucket_mb=BUCKET_MB)
+    victim = len(buckets) // 2
+    name, _, _, offset = next(entry for entry in buckets[victim].index if entry[0].endswith("mlp.down_proj.weight"))
+    element = int(dict(named)[name].detach().reshape(-1).abs().argmax())
+    data = bytearray(buckets[victim].data)
+    data[offset + 4 * element + 2] ^= 0x80  # the lowest exponent bit of one float32: that weight doubles or halves
+    buckets[victim] = Bucket(bytes(data), buckets[victim].index)
+
+    result = run(_sync(policy, buckets))
+    assert result["missing"] == []  # every name arrived: only the digest can tell
+    with pytest.raises(WeightSyncError):
+        verify(digest(named), result["digest"])
+
+
+@pytest.mark.vllm
+def test_a_sync_while_requests_are_generating_completes_them_and_later_requests_use_the_new_weights(
+        engine, tiny_model):
+    from rlaif.policy import Sampling
+    from rlaif.types import Message
+
+    policy, run = engine
+    model = _perturbed(tiny_model, seed=4)
+    buckets = pack(model.named_parameters(), bucket_mb=BUCKET_MB)
+
+    async def go():
+        sampling = Sampling(temperature=1.0, max_tokens=32)
+        requests = [asyncio.create_task(policy.complete([Message(role="user", content=f"def f{i}(x):")], [], sampling))
+                    for i in range(8)]
+        await asyncio.sleep(0)
+        result = await _sync(policy, buckets)
+        in_flight = sum(not r.done() for r in requests)
+        return result, in_flight, await asyncio.gather(*requests), await _greedy(policy)
+
+    result, in_flight, completions, after = run(go())
+    assert in_flight > 0, "every request finished before the sync did: it did not overlap generation"
+    assert result["missing"] == []
+    verify(digest(model.named_parameters()), result["digest"])
+    assert all(c.finish_reason in ("stop", "length") and c.turn.completion_ids for c in completions)
+    _assert_engine_samples_like(model, after)
+
+
+@pytest.mark.vllm
+def test_the_learners_payload_after_a_step_syncs_and_verifies(engine, tiny_model):
+    from rlaif.learner import Learner, Sample
+
+    policy, run = engine
+    learner = Learner(str(tiny_model), lr=1e-3)
+    base = _model(tiny_model)
+
+    async def go():
+        await _sync(policy, pack(base.named_parameters(), bucket_mb=BUCKET_MB))
+        turn = await _greedy(policy)
+        learner.step([Sample(turn.prompt_ids, turn.completion_ids, turn.logprobs, turn.loss_mask, advantage=1.0)])
+        buckets, expected = learner.sync_payload(bucket_mb=BUCKET_MB)
+        assert len(buckets) >= 3
+        result = await _sync(policy, buckets)
+        return turn, result, expected, await _greedy(policy)
+
+    before, result, expected, after = run(go())
+    assert not torch.allclose(torch.tensor(before.logprobs), _logprobs(learner.model, before), atol=1e-3)
+    assert result["missing"] == []
+    verify(expected, result["digest"])
+    _assert_engine_samples_like(learner.model, after)
