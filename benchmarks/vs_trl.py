@@ -18,7 +18,9 @@ micro-batches of 8 completions, the same sandbox settings and judge config, and 
 TRL: `per_device_train_batch_size=8`, `gradient_accumulation_steps=4`, so `steps_per_generation=4` and one
 generation batch of 32 (one vLLM call) feeds exactly one optimizer step (`num_iterations=1`); gradient
 checkpointing and bf16 (TRL's defaults) are off, as rlaif's learner has neither. rlaif runs in `sync` mode with
-dynamic sampling off (TRL does not refill groups without signal).
+dynamic sampling off (TRL does not refill groups without signal), once in `sync` mode and once in `async`
+mode with `max_staleness=1` (generation and grading of step k+1 overlap training step k; the importance-sampling
+correction covers the one-version lag). `ratio` is the async one; `ratio_sync` is also reported.
 
 Timing: each side runs `--steps` timed steps after 1 warm-up step (engine start, sandbox pool warm-up, first
 compile paths), each in its own fresh process, one after the other (never two heavy processes at once).
@@ -66,6 +68,7 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = ("a_unit_tests", "b_judge_500ms")
+SIDES = ("rlaif_sync", "rlaif_async", "trl")  # rlaif in sync mode and in async mode (max_staleness 1)
 WARMUP_STEPS = 1
 JUDGE_LATENCY_S = 0.5
 JUDGE_ONLY_ENV = "vs_trl:JudgeOnlyPyFunc"  # importable by rlaif's Ray workers: PYTHONPATH gets benchmarks/
@@ -128,7 +131,8 @@ def rlaif_config(case: str, params: dict) -> Config:
                     "beta": params["beta"], "eps_low": params["clip_eps"], "tis_cap": params["tis_cap"],
                     "max_grad_norm": params["max_grad_norm"], "micro_batch": params["micro_batch"],
                     "scale_rewards": True, "dynamic_sampling": False, "mask_truncated": False},
-        "train": {"mode": "sync", "sync_every": 1, "rollout_workers": 1, "checkpoint_every": 0,
+        "train": {"mode": params.get("rlaif_mode", "sync"), "max_staleness": 1, "sync_every": 1,
+                  "rollout_workers": 1, "checkpoint_every": 0,
                   "gpu_memory_utilization": params["gpu_memory_utilization"]},
     }
     if case == "b_judge_500ms":
@@ -371,7 +375,10 @@ def run_side(side: str, case: str, params: dict, timeout_s: float) -> dict:
 
 def worker(side: str, case: str, params: dict, result_path: Path) -> None:
     try:
-        result = (run_rlaif if side == "rlaif" else run_trl)(case, params)
+        if side == "trl":
+            result = run_trl(case, params)
+        else:
+            result = run_rlaif(case, {**params, "rlaif_mode": side.removeprefix("rlaif_")})
     except Exception as err:  # reported in the JSON; the traceback goes to stderr
         import traceback
 
@@ -383,10 +390,10 @@ def worker(side: str, case: str, params: dict, result_path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=8, help="timed optimizer steps per side (plus 1 warm-up)")
-    parser.add_argument("--only", choices=("rlaif", "trl"), help="run one side only")
+    parser.add_argument("--only", choices=SIDES, help="run one side only")
     parser.add_argument("--cases", default=",".join(CASES), help="comma-separated subset of " + ", ".join(CASES))
     parser.add_argument("--timeout", type=float, default=1800, help="seconds allowed to one side on one case")
-    parser.add_argument("--worker", choices=("rlaif", "trl"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
     parser.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)
     parser.add_argument("--params", help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -397,7 +404,7 @@ def main() -> None:
     cases = [c for c in args.cases.split(",") if c]
     if unknown := set(cases) - set(CASES):
         parser.error(f"unknown case(s) {', '.join(sorted(unknown))}; choose from {', '.join(CASES)}")
-    sides = [args.only] if args.only else ["rlaif", "trl"]
+    sides = [args.only] if args.only else list(SIDES)
     params = {**PARAMS, "steps": args.steps, "warmup_steps": WARMUP_STEPS}
     out: dict[str, Any] = {}
     with JudgeEndpoint(judge_script) as endpoint:
@@ -409,8 +416,11 @@ def main() -> None:
                     params["trl_settings"] = result.pop("settings")
                 for key, value in result.items():
                     figures[f"{side}_{key}"] = value
-            rlaif_rate, trl_rate = figures.get("rlaif_samples_per_s"), figures.get("trl_samples_per_s")
-            figures["ratio"] = round(rlaif_rate / trl_rate, 3) if rlaif_rate and trl_rate else None
+            trl_rate = figures.get("trl_samples_per_s")
+            for mode in ("sync", "async"):
+                rate = figures.get(f"rlaif_{mode}_samples_per_s")
+                figures[f"ratio_{mode}"] = round(rate / trl_rate, 3) if rate and trl_rate else None
+            figures["ratio"] = figures["ratio_async"]
             out[case] = figures
     out["params"] = params
     print(json.dumps(out))

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 _DTYPES = {str(d): d for d in (torch.float32, torch.float16, torch.bfloat16)}
+ALIGN = 64
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,8 @@ def pack(named: Iterable[tuple[str, torch.Tensor]], *, bucket_mb: float = 64.0,
     size = 0
     for name, tensor in named:
         t = tensor.detach().to("cpu", dtype or tensor.dtype).contiguous()
-        raw = t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        raw = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        raw += bytes(-len(raw) % ALIGN)  # every tensor starts aligned, as CUDA copies want
         if parts and size + len(raw) > limit:
             buckets.append(Bucket(b"".join(parts), index))
             parts, index, size = [], [], 0
@@ -76,14 +78,15 @@ def unpack(data: bytes | memoryview, index: list) -> Iterator[tuple[str, torch.T
 def digest(named: Iterable[tuple[str, torch.Tensor]]) -> list[float]:
     """(sum, sum of squares, column-weighted sum) over all tensors, in float64.
 
-    Invariant under concatenation along dim 0 (fused projections) and zero padding (padded vocabularies),
-    sensitive to any changed value and to most permutations within a row.
+    Invariant under concatenation along dim 0 (fused projections and their biases) and zero padding (padded
+    vocabularies); sensitive to any changed value and to most permutations within a row of a matrix (not to
+    permutations within a 1-D tensor).
     """
     total = squares = weighted = 0.0
     for _, tensor in named:
         t = tensor.detach().to("cpu", torch.float64)
-        if t.dim() == 0:
-            t = t.reshape(1)
+        if t.dim() < 2:  # a bias is one column: fused biases (q/k/v) are concatenations too
+            t = t.reshape(-1, 1)
         columns = torch.arange(t.shape[-1], dtype=torch.float64)
         weights = torch.cos(columns * 0.7 + 0.3)
         total += float(t.sum())

@@ -47,8 +47,6 @@ def test_pack_converts_to_the_requested_dtype():
 
 
 @pytest.mark.unit
-@pytest.mark.xfail(strict=True, raises=RuntimeError,
-                   reason="pack views a 0-dim tensor as bytes, which torch refuses (reshape(-1) first)")
 def test_a_zero_dim_tensor_round_trips():
     [(_, got)] = _round_trip(pack([("scale", torch.tensor(3.5))]))
     assert got.shape == () and got.item() == 3.5
@@ -80,8 +78,6 @@ def test_digest_is_invariant_under_fusing_along_dim_0_and_zero_row_padding():
 
 
 @pytest.mark.unit
-@pytest.mark.xfail(strict=True, raises=WeightSyncError,
-                   reason="digest weights 1-D tensors by position, so fused biases (q/k/v -> qkv) change it")
 def test_digest_is_invariant_under_fusing_biases():
     q, k, v = _randn(8, seed=1), _randn(4, seed=2), _randn(4, seed=3)
     verify(digest([("q", q), ("k", k), ("v", v)]), digest([("qkv", torch.cat([q, k, v]))]))
@@ -235,8 +231,8 @@ def test_a_bucket_corrupted_in_transit_fails_verification(engine, tiny_model):
     model = _perturbed(tiny_model, seed=3)
     named = list(model.named_parameters())
     buckets = pack(named, bucket_mb=BUCKET_MB)
-    victim = len(buckets) // 2
-    name, _, _, offset = next(entry for entry in buckets[victim].index if entry[0].endswith("mlp.down_proj.weight"))
+    victim, (name, _, _, offset) = next((i, entry) for i, bucket in enumerate(buckets) for entry in bucket.index
+                                        if entry[0].endswith("mlp.down_proj.weight"))
     element = int(dict(named)[name].detach().reshape(-1).abs().argmax())
     data = bytearray(buckets[victim].data)
     data[offset + 4 * element + 2] ^= 0x80  # the lowest exponent bit of one float32: that weight doubles or halves
