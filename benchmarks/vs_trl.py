@@ -20,7 +20,8 @@ generation batch of 32 (one vLLM call) feeds exactly one optimizer step (`num_it
 checkpointing and bf16 (TRL's defaults) are off, as rlaif's learner has neither. rlaif runs in `sync` mode with
 dynamic sampling off (TRL does not refill groups without signal), once in `sync` mode and once in `async`
 mode with `max_staleness=1` (generation and grading of step k+1 overlap training step k; the importance-sampling
-correction covers the one-version lag). `ratio` is the async one; `ratio_sync` is also reported.
+correction covers the one-version lag), and with `max_staleness=2` (`async2`: two batches in flight). `ratio` is
+the `max_staleness=1` one (what the learning tests check); `ratio_sync` and `ratio_async2` are also reported.
 
 Timing: each side runs `--steps` timed steps after 1 warm-up step (engine start, sandbox pool warm-up, first
 compile paths), each in its own fresh process, one after the other (never two heavy processes at once).
@@ -68,7 +69,7 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = ("a_unit_tests", "b_judge_500ms")
-SIDES = ("rlaif_sync", "rlaif_async", "trl")  # rlaif in sync mode and in async mode (max_staleness 1)
+SIDES = ("rlaif_sync", "rlaif_async", "rlaif_async2", "trl")  # rlaif sync, async with max_staleness 1 and 2
 WARMUP_STEPS = 1
 JUDGE_LATENCY_S = 0.5
 JUDGE_ONLY_ENV = "vs_trl:JudgeOnlyPyFunc"  # importable by rlaif's Ray workers: PYTHONPATH gets benchmarks/
@@ -131,7 +132,8 @@ def rlaif_config(case: str, params: dict) -> Config:
                     "beta": params["beta"], "eps_low": params["clip_eps"], "tis_cap": params["tis_cap"],
                     "max_grad_norm": params["max_grad_norm"], "micro_batch": params["micro_batch"],
                     "scale_rewards": True, "dynamic_sampling": False, "mask_truncated": False},
-        "train": {"mode": params.get("rlaif_mode", "sync"), "max_staleness": 1, "sync_every": 1,
+        "train": {"mode": params.get("rlaif_mode", "sync"), "max_staleness": params.get("max_staleness", 1),
+                  "sync_every": 1,
                   "rollout_workers": 1, "checkpoint_every": 0,
                   "gpu_memory_utilization": params["gpu_memory_utilization"]},
     }
@@ -378,7 +380,9 @@ def worker(side: str, case: str, params: dict, result_path: Path) -> None:
         if side == "trl":
             result = run_trl(case, params)
         else:
-            result = run_rlaif(case, {**params, "rlaif_mode": side.removeprefix("rlaif_")})
+            mode = side.removeprefix("rlaif_")
+            staleness = 2 if mode.endswith("2") else 1
+            result = run_rlaif(case, {**params, "rlaif_mode": mode.rstrip("2"), "max_staleness": staleness})
     except Exception as err:  # reported in the JSON; the traceback goes to stderr
         import traceback
 
@@ -417,7 +421,7 @@ def main() -> None:
                 for key, value in result.items():
                     figures[f"{side}_{key}"] = value
             trl_rate = figures.get("trl_samples_per_s")
-            for mode in ("sync", "async"):
+            for mode in ("sync", "async", "async2"):
                 rate = figures.get(f"rlaif_{mode}_samples_per_s")
                 figures[f"ratio_{mode}"] = round(rate / trl_rate, 3) if rate and trl_rate else None
             figures["ratio"] = figures["ratio_async"]

@@ -2,9 +2,11 @@
 
 A `Sample` is one model turn as the engine produced it (prompt ids, completion ids, the sampler's logprobs,
 the loss mask) plus its advantage; the learner computes its own logprobs for exactly those ids and never
-re-tokenises text. One `step` is one optimizer update: the old-policy logprobs are taken before it (so the
-ratio starts at 1: on-policy), micro-batches accumulate gradients weighted so that the sum equals the
-full-batch loss (by sequences, or by tokens for `dapo`), gradients are clipped, the weight version advances.
+re-tokenises text. One `step` is one optimizer update, so the old policy is the current one: its logprobs
+are the current ones, detached (the ratio is 1 and its gradient is the policy gradient; no extra forward
+pass), and the gap to the sampler is the importance-sampling correction's job. Micro-batches accumulate
+gradients weighted so that the sum equals the full-batch loss (by sequences, or by tokens for `dapo`),
+gradients are clipped, the weight version advances.
 
 With `lora_rank > 0` the student is wrapped by `peft`; only the adapters train, and `named_weights` merges
 them into the base weights, under the base model's names, for the rollout engines (which hold the merged
@@ -44,11 +46,13 @@ class Learner:
                  eps_high: float | None = None, beta: float = 0.0, tis_cap: float | None = 2.0,
                  max_grad_norm: float = 1.0, micro_batch: int = 8, max_completion_length: int | None = None,
                  weight_decay: float = 0.0, warmup_steps: int = 0, lora_rank: int = 0, lora_alpha: float = 32.0,
-                 seed: int = 0) -> None:
+                 dtype: str = "float32", seed: int = 0) -> None:
         from transformers import AutoModelForCausalLM
 
         torch.manual_seed(seed)
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        weights_dtype = getattr(torch, dtype)
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=weights_dtype).to(self.device)
         if lora_rank:
             from peft import LoraConfig, get_peft_model
 
@@ -58,7 +62,7 @@ class Learner:
         self.model.train()
         self.ref = None
         if beta > 0:
-            self.ref = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+            self.ref = AutoModelForCausalLM.from_pretrained(model_dir, dtype=weights_dtype).to(self.device).eval()
             self.ref.requires_grad_(False)
         # No weight decay by default (as TRL): decay would move weights even where the loss gives no signal.
         trainable = [p for p in self.model.parameters() if p.requires_grad]
@@ -75,19 +79,19 @@ class Learner:
         """(B, T) logprobs of each sample's completion ids under `model`, and the (B, T) loss mask (0 on padding)."""
         width = max(len(s.prompt_ids) + len(s.completion_ids) for s in samples)
         completion_width = max(len(s.completion_ids) for s in samples)
-        ids = torch.full((len(samples), width), self.pad_id, dtype=torch.long)
+        ids = torch.full((len(samples), width), self.pad_id, dtype=torch.long, device=self.device)
         attention = torch.zeros_like(ids)
         for i, s in enumerate(samples):
             n = len(s.prompt_ids) + len(s.completion_ids)
             ids[i, :n] = torch.tensor(s.prompt_ids + s.completion_ids)
             attention[i, :n] = 1
         logits = model(input_ids=ids, attention_mask=attention).logits
-        mask = torch.zeros(len(samples), completion_width)
+        mask = torch.zeros(len(samples), completion_width, device=self.device)
         rows = []
         for i, s in enumerate(samples):
             start, k = len(s.prompt_ids) - 1, len(s.completion_ids)
             row = torch.log_softmax(logits[i, start:start + k].float(), -1)
-            rows.append(row.gather(1, torch.tensor(s.completion_ids)[:, None])[:, 0])
+            rows.append(row.gather(1, torch.tensor(s.completion_ids, device=self.device)[:, None])[:, 0])
             mask[i, :k] = torch.tensor(s.loss_mask, dtype=torch.float32)
         logprobs = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
         return logprobs, mask
@@ -101,16 +105,16 @@ class Learner:
         chunks = [samples[i:i + self.micro_batch] for i in range(0, len(samples), self.micro_batch)]
         total_tokens = sum(sum(s.loss_mask) for s in samples) or 1
         with torch.no_grad():
-            old = [self.token_logprobs(self.model, chunk)[0] for chunk in chunks]
             ref = [self.token_logprobs(self.ref, chunk)[0] for chunk in chunks] if self.ref is not None else None
         self.optimizer.zero_grad(set_to_none=True)
         metrics: dict[str, float] = {"loss": 0.0}
         for n, chunk in enumerate(chunks):
             logprobs, mask = self.token_logprobs(self.model, chunk)
             behaviour = torch.nn.utils.rnn.pad_sequence(
-                [torch.tensor(s.behaviour_logprobs, dtype=torch.float32) for s in chunk], batch_first=True)
+                [torch.tensor(s.behaviour_logprobs, dtype=torch.float32, device=self.device) for s in chunk],
+                batch_first=True)
             loss, chunk_metrics = policy_loss(
-                logprobs, old[n], torch.tensor([s.advantage for s in chunk]), mask,
+                logprobs, logprobs.detach(), torch.tensor([s.advantage for s in chunk], device=self.device), mask,
                 ref_logprobs=ref[n] if ref is not None else None, behaviour_logprobs=behaviour, **self.loss_args)
             share = (mask.sum().item() / total_tokens if self.loss_args["variant"] == "dapo"
                      else len(chunk) / len(samples))
@@ -156,7 +160,7 @@ class Learner:
 
     def load(self, directory: str) -> int:
         """Restore from a checkpoint directory; returns the weight version."""
-        self.load_state(torch.load(Path(directory) / "learner.pt", weights_only=False))
+        self.load_state(torch.load(Path(directory) / "learner.pt", weights_only=False, map_location="cpu"))
         return self.version
 
     def save_model(self, path: str) -> None:
@@ -168,9 +172,11 @@ class Learner:
 
     def state(self) -> dict[str, Any]:
         """Everything needed to continue exactly: trainable weights, optimizer, scheduler, RNG, version."""
-        weights = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+        weights = {n: p.detach().cpu() for n, p in self.model.named_parameters() if p.requires_grad}
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+        rng = {"cpu": torch.get_rng_state(), "cuda": cuda}
         return {"weights": weights, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "rng": torch.get_rng_state(), "version": self.version}
+                "rng": rng, "version": self.version}
 
     def load_state(self, state: dict[str, Any]) -> None:
         params = dict(self.model.named_parameters())
@@ -179,5 +185,7 @@ class Learner:
                 params[name].copy_(value)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
+        torch.set_rng_state(state["rng"]["cpu"])
+        if state["rng"]["cuda"]:
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.version = state["version"]

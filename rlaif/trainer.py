@@ -147,7 +147,7 @@ class Trainer:
                  beta=lc.beta, tis_cap=lc.tis_cap, max_grad_norm=lc.max_grad_norm, micro_batch=lc.micro_batch,
                  max_completion_length=self.config.rollout.max_tokens, weight_decay=lc.weight_decay,
                  warmup_steps=lc.warmup_steps, lora_rank=lc.lora_rank, lora_alpha=lc.lora_alpha,
-                 seed=self.config.run.seed)
+                 dtype=self.config.model.dtype, seed=self.config.run.seed)
         worker = ray.remote(RolloutWorker)
         self.workers = [
             worker.options(num_cpus=bundles[i + 1].get("CPU", 0), num_gpus=bundles[i + 1].get("GPU", 0),
