@@ -19,6 +19,7 @@ NCCL broadcast through vLLM's weight-transfer engines; the CPU path is the objec
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -142,10 +143,19 @@ class WorkerExtension:
         model, staged = self.model_runner.model, self.__dict__.pop("_rlaif_staged", [])
         ties = _shared_parameters(model)
         expected = {name for name, _ in model.named_parameters()}
+        # The reload warns "Failed to load weights" for layers that have none of their own (rotary embeddings)
+        # and for a tied head (re-tied below); completeness is checked here instead, by name.
+        quiet = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
+        try:
+            with set_current_vllm_config(self.vllm_config):
+                initialize_layerwise_reload(model)
+                loaded = set(model.load_weights(staged) or ())
+                finalize_layerwise_reload(model, self.vllm_config.model_config)
+        finally:
+            quiet.setLevel(level)
         with set_current_vllm_config(self.vllm_config):
-            initialize_layerwise_reload(model)
-            loaded = set(model.load_weights(staged) or ())
-            finalize_layerwise_reload(model, self.vllm_config.model_config)
             for (owner, attr), followers in ties:
                 for module, name in followers:
                     setattr(module, name, getattr(owner, attr))
