@@ -319,9 +319,10 @@ def _explain(err: ValidationError, data: dict[str, Any]) -> str:
     kind = first["type"]
     if kind == "extra_forbidden":
         valid = _valid_keys(loc[:-1])
-        close = difflib.get_close_matches(loc[-1], valid, n=1, cutoff=0.5) or [
-            k for k in valid if loc[-1].startswith(k) or k.startswith(loc[-1])
-        ]
+        typo = loc[-1]
+        # A key the typo extends with a suffix (`lr_rate` -> `lr`) beats a merely similar one (`lora_rank`).
+        close = [k for k in valid if typo.startswith(k + "_")] or difflib.get_close_matches(
+            typo, valid, n=1, cutoff=0.5) or [k for k in valid if typo.startswith(k) or k.startswith(typo)]
         hint = f"did you mean {'.'.join([*loc[:-1], close[0]])!r}?" if close else f"valid keys: {', '.join(valid)}"
         return f"unknown config key {key!r}; {hint}"
     if kind == "missing":

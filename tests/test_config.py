@@ -21,7 +21,7 @@ def test_overrides_are_typed_and_nested():
     config = load_config(EXAMPLE, ["learner.lr=3e-4", "rollout.group_size=4", "env.args.path=data/x.jsonl"])
     assert config.learner.lr == 3e-4
     assert config.rollout.group_size == 4
-    assert config.env.args == {"path": "data/x.jsonl"}
+    assert config.env.args == {"generated": 100, "path": "data/x.jsonl"}
     assert config.model.path == "models/tiny"
 
 
