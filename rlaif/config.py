@@ -151,10 +151,13 @@ class TrainConfig(Section):
     """Ray CPUs per rollout worker."""
     rollout_gpus: float = Field(default=0.0, ge=0)
     """GPUs per rollout worker (0 on the CPU build)."""
+    learners: int = Field(default=1, ge=1)
+    """Data-parallel learner processes: each holds the whole model and trains on a share of every batch;
+    gradients are summed with torch distributed (gloo on the CPU, NCCL on GPUs). Weights are not sharded."""
     learner_cpus: float = Field(default=1.0, ge=0)
-    """Ray CPUs for the learner."""
+    """Ray CPUs per learner."""
     learner_gpus: float = Field(default=0.0, ge=0)
-    """GPUs for the learner."""
+    """GPUs per learner."""
     reward_workers: int = Field(default=1, ge=1)
     """Reward service actors (CPU)."""
     episode_concurrency: int = Field(default=64, ge=1)

@@ -8,6 +8,12 @@ pass), and the gap to the sampler is the importance-sampling correction's job. M
 gradients weighted so that the sum equals the full-batch loss (by sequences, or by tokens for `dapo`),
 gradients are clipped, the weight version advances.
 
+Data parallel: several learners (one per process or GPU) each hold the whole model; `join` puts them in one
+torch distributed group (gloo on the CPU, NCCL on GPUs), each `step` gets a shard of the batch plus the
+batch's totals, so every micro-batch is weighted as a share of the whole batch, and the gradients are summed
+across ranks before clipping: every rank applies the same update, equal to one learner's on the whole batch
+(tested). The weights are replicated, not sharded (no FSDP yet).
+
 With `lora_rank > 0` the student is wrapped by `peft`; only the adapters train, and `named_weights` merges
 them into the base weights, under the base model's names, for the rollout engines (which hold the merged
 model). `state` / `load_state` carry everything a checkpoint needs to continue exactly: weights or
@@ -73,6 +79,7 @@ class Learner:
                           "tis_cap": tis_cap, "max_completion_length": max_completion_length}
         self.max_grad_norm, self.micro_batch = max_grad_norm, micro_batch
         self.pad_id = self.model.config.pad_token_id or 0
+        self.world_size = 1
         self.version = 0
 
     def token_logprobs(self, model: torch.nn.Module, samples: list[Sample]) -> tuple[Tensor, Tensor]:
@@ -96,14 +103,38 @@ class Learner:
         logprobs = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
         return logprobs, mask
 
-    def step(self, samples: list[Sample]) -> dict[str, float]:
+    @staticmethod
+    def endpoint() -> str:
+        """host:port where this process can accept the distributed group (call on rank 0)."""
+        import socket
+
+        import ray
+
+        host = ray.util.get_node_ip_address() if ray.is_initialized() else "127.0.0.1"
+        with socket.socket() as s:
+            s.bind((host, 0))
+            return f"{host}:{s.getsockname()[1]}"
+
+    def join(self, address: str, rank: int, world_size: int) -> None:
+        """Join the data-parallel group of `world_size` learners whose rank 0 listens at `address`."""
+        import torch.distributed as dist
+
+        backend = "nccl" if self.device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, init_method=f"tcp://{address}", rank=rank, world_size=world_size)
+        self.world_size = world_size
+
+    def step(self, samples: list[Sample], total_samples: int | None = None,
+             total_tokens: int | None = None) -> dict[str, float]:
         """One optimizer update on `samples`; metrics include the loss, grad norm and clip fractions.
 
+        In a data-parallel group, `samples` is this rank's shard and the totals are the whole batch's; the
+        additive metrics (loss, clip fractions, tokens, samples) are this shard's share of the batch's.
         The (clipped) gradients stay in the parameters' `.grad` until the next step.
         """
         started = time.monotonic()
         chunks = [samples[i:i + self.micro_batch] for i in range(0, len(samples), self.micro_batch)]
-        total_tokens = sum(sum(s.loss_mask) for s in samples) or 1
+        total_tokens = total_tokens or sum(sum(s.loss_mask) for s in samples) or 1
+        total_samples = total_samples or len(samples)
         with torch.no_grad():
             ref = [self.token_logprobs(self.ref, chunk)[0] for chunk in chunks] if self.ref is not None else None
         self.optimizer.zero_grad(set_to_none=True)
@@ -117,17 +148,26 @@ class Learner:
                 logprobs, logprobs.detach(), torch.tensor([s.advantage for s in chunk], device=self.device), mask,
                 ref_logprobs=ref[n] if ref is not None else None, behaviour_logprobs=behaviour, **self.loss_args)
             share = (mask.sum().item() / total_tokens if self.loss_args["variant"] == "dapo"
-                     else len(chunk) / len(samples))
+                     else len(chunk) / total_samples)
             (loss * share).backward()
             metrics["loss"] += loss.item() * share
             for key, value in chunk_metrics.items():
                 metrics[key] = metrics.get(key, 0.0) + value * share
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            for p in self.model.parameters():
+                if p.requires_grad:
+                    if p.grad is None:
+                        p.grad = torch.zeros_like(p)
+                    dist.all_reduce(p.grad)
         metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm))
         metrics["lr"] = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.scheduler.step()
         self.version += 1
-        metrics.update(tokens=float(total_tokens), samples=float(len(samples)), train_s=time.monotonic() - started)
+        tokens = sum(sum(s.loss_mask) for s in samples)
+        metrics.update(tokens=float(tokens), samples=float(len(samples)), train_s=time.monotonic() - started)
         return metrics
 
     @contextmanager

@@ -126,7 +126,7 @@ class Trainer:
         from rlaif_rewards.service import RewardService
 
         t = self.config.train
-        bundles = [{"CPU": t.learner_cpus, "GPU": t.learner_gpus}]
+        bundles = [{"CPU": t.learner_cpus, "GPU": t.learner_gpus}] * t.learners
         bundles += [{"CPU": t.rollout_cpus, "GPU": t.rollout_gpus}] * t.rollout_workers
         bundles = [{k: v for k, v in b.items() if v > 0} or {"CPU": 0.01} for b in bundles]
         _check_resources(bundles + [{"CPU": 0.5}] * t.reward_workers)
@@ -141,24 +141,32 @@ class Trainer:
         def on(bundle: int) -> PlacementGroupSchedulingStrategy:
             return PlacementGroupSchedulingStrategy(placement_group=self.pg, placement_group_bundle_index=bundle)
 
-        self.learner = ray.remote(Learner).options(
-            num_cpus=bundles[0].get("CPU", 0), num_gpus=bundles[0].get("GPU", 0), scheduling_strategy=on(0),
-        ).remote(self.config.model.path, lr=lc.lr, variant=lc.loss, eps_low=lc.eps_low, eps_high=lc.eps_high,
-                 beta=lc.beta, tis_cap=lc.tis_cap, max_grad_norm=lc.max_grad_norm, micro_batch=lc.micro_batch,
-                 max_completion_length=self.config.rollout.max_tokens, weight_decay=lc.weight_decay,
-                 warmup_steps=lc.warmup_steps, lora_rank=lc.lora_rank, lora_alpha=lc.lora_alpha,
-                 dtype=self.config.model.dtype, seed=self.config.run.seed)
+        learner = ray.remote(Learner)
+        self.learners = [
+            learner.options(num_cpus=bundles[i].get("CPU", 0), num_gpus=bundles[i].get("GPU", 0),
+                            scheduling_strategy=on(i)).remote(
+                self.config.model.path, lr=lc.lr, variant=lc.loss, eps_low=lc.eps_low, eps_high=lc.eps_high,
+                beta=lc.beta, tis_cap=lc.tis_cap, max_grad_norm=lc.max_grad_norm, micro_batch=lc.micro_batch,
+                max_completion_length=self.config.rollout.max_tokens, weight_decay=lc.weight_decay,
+                warmup_steps=lc.warmup_steps, lora_rank=lc.lora_rank, lora_alpha=lc.lora_alpha,
+                dtype=self.config.model.dtype, seed=self.config.run.seed)
+            for i in range(t.learners)]
+        self.learner = self.learners[0]  # rank 0: weights for the engines, checkpoints
+        if t.learners > 1:
+            address = await self.learner.endpoint.remote()
+            await asyncio.gather(*(a.join.remote(address, rank, t.learners) for rank, a in enumerate(self.learners)))
         worker = ray.remote(RolloutWorker)
         self.workers = [
-            worker.options(num_cpus=bundles[i + 1].get("CPU", 0), num_gpus=bundles[i + 1].get("GPU", 0),
-                           scheduling_strategy=on(i + 1), max_concurrency=t.episode_concurrency + 8,
+            worker.options(num_cpus=bundles[t.learners + i].get("CPU", 0),
+                           num_gpus=bundles[t.learners + i].get("GPU", 0), scheduling_strategy=on(t.learners + i),
+                           max_concurrency=t.episode_concurrency + 8,
                            ).remote(self.config, i)
             for i in range(t.rollout_workers)]
         self.reward = RewardService(self.config, workers=t.reward_workers, num_cpus=0.5)
         await asyncio.gather(*(w.start.remote() for w in self.workers), self.reward.start())
         if resume_from is not None:
             self._restore(resume_from)
-            await self.learner.load.remote(str(resume_from))
+            await asyncio.gather(*(a.load.remote(str(resume_from)) for a in self.learners))
         await self.sync_weights()
 
     async def close(self) -> None:
@@ -170,7 +178,7 @@ class Trainer:
         await asyncio.gather(*(w.close.remote() for w in getattr(self, "workers", [])), return_exceptions=True)
         if hasattr(self, "reward"):
             await self.reward.close()
-        for actor in [*getattr(self, "workers", []), getattr(self, "learner", None)]:
+        for actor in [*getattr(self, "workers", []), *getattr(self, "learners", [])]:
             if actor is not None:
                 ray.kill(actor)
         if hasattr(self, "pg"):
@@ -296,6 +304,24 @@ class Trainer:
                 samples.append(Sample(turn.prompt_ids, turn.completion_ids, turn.logprobs, mask, advantage))
         return [s for s in samples if s.completion_ids]
 
+    async def _learn(self, samples: list[Sample]) -> dict[str, float]:
+        """One update: the batch split over the learners (one shard each), their metrics combined."""
+        n = len(self.learners)
+        if n == 1:
+            return await self.learner.step.remote(samples)
+        ordered = sorted(samples, key=lambda s: len(s.prompt_ids) + len(s.completion_ids))
+        tokens = sum(sum(s.loss_mask) for s in samples) or 1
+        parts = await asyncio.gather(*(a.step.remote(ordered[i::n], len(samples), tokens)
+                                       for i, a in enumerate(self.learners)))
+        same = {"grad_norm", "lr"}  # identical on every rank after the all-reduce
+        metrics = {k: v for k, v in parts[0].items() if k in same}
+        for part in parts:
+            for key, value in part.items():
+                if key not in same:
+                    metrics[key] = max(metrics.get(key, 0.0), value) if key == "train_s" else \
+                        metrics.get(key, 0.0) + value
+        return metrics
+
     async def run(self) -> dict[str, Any]:
         """Train to `learner.steps`; returns the summary (samples/s and phase seconds exclude the first step)."""
         total = self.config.learner.steps
@@ -313,7 +339,7 @@ class Trainer:
                 train_s = sync_s = 0.0
                 if samples:
                     started = time.monotonic()
-                    metrics.update(await self.learner.step.remote(samples))
+                    metrics.update(await self._learn(samples))
                     train_s = time.monotonic() - started
                     self.state.version += 1
                 else:

@@ -77,6 +77,7 @@ def test_grpo_async_learns_with_bounded_staleness(tiny_model, ray_local, tmp_pat
 
 
 def test_groups_whose_reward_failed_are_dropped_and_never_trained(tiny_model, ray_local, tmp_path):
+    """Also runs the learner as two data-parallel ranks (torch distributed, gloo)."""
     calls = itertools.count()
 
     def script(request: dict) -> Reply:  # one judge call in 40 fails; the judge does not retry
@@ -85,7 +86,7 @@ def test_groups_whose_reward_failed_are_dropped_and_never_trained(tiny_model, ra
         return Reply(text='{"score": 1, "reason": "ok"}')
 
     with JudgeEndpoint(script) as endpoint:
-        summary = _train(tiny_model, tmp_path, "learner.steps=4",
+        summary = _train(tiny_model, tmp_path, "learner.steps=4", "train.learners=2",  # data-parallel learners
                          f'reward.judges=[{{"name": "j", "endpoint": "openai:{endpoint.url}/v1:j", "retries": 0, '
                          '"cache": null}]',
                          'reward.components=[{"kind": "judge", "judge": "j", "weight": 0.1}]')
@@ -97,7 +98,8 @@ def test_groups_whose_reward_failed_are_dropped_and_never_trained(tiny_model, ra
     assert not failed & trained
     for row in rows:
         if row["group_index"] in trained:
-            assert row["reward"]["status"] == "ok" and row["reward"]["components"]["judge"] == 1.0
+            # scored by the judge (1) or, for a degenerate answer, without asking it (0): never an infra_error
+            assert row["reward"]["status"] == "ok" and row["reward"]["components"]["judge"] in (0.0, 1.0)
 
 
 def test_sigkill_mid_run_then_resume_loses_and_repeats_nothing(tiny_model, tmp_path):
