@@ -51,7 +51,6 @@ import functools
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -313,19 +312,6 @@ def rlaif_containers() -> dict[str, dict]:
     return {c.id: c.labels for c in docker_client().containers.list(all=True, filters={"label": "rlaif=1"})}
 
 
-def owner_alive(owner: str) -> bool:
-    host, _, pid = owner.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def session_processes(session: int) -> list[int]:
     """Live processes of a session (Linux /proc)."""
     found = []
@@ -340,6 +326,7 @@ def session_processes(session: int) -> list[int]:
 def run_side(side: str, case: str, params: dict, timeout_s: float) -> dict:
     """One side on one case in a fresh process (output to stderr); afterwards, remove containers it left."""
     from rlaif.sandbox.engine import docker_client
+    from rlaif.sandbox.gc import owner_alive
 
     before = rlaif_containers()
     with tempfile.TemporaryDirectory(prefix="vs-trl-") as tmp:

@@ -19,7 +19,8 @@ from rlaif.sandbox.base import SOCKET_ROOT
 from rlaif.sandbox.engine import docker_client
 
 
-def _owner_alive(owner: str) -> bool:
+def owner_alive(owner: str) -> bool:
+    """Whether the process named by a container's `rlaif.owner` label (host:pid) may still be alive."""
     host, _, pid = owner.rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return True  # another host's process: not ours to judge
@@ -56,7 +57,7 @@ def collect_garbage(everything: bool = False, run_id: str | None = None) -> list
         containers = []
     for container in containers:
         labels = container.labels
-        orphan = container.status not in ("created", "running") or not _owner_alive(labels.get("rlaif.owner", ""))
+        orphan = container.status not in ("created", "running") or not owner_alive(labels.get("rlaif.owner", ""))
         if everything or orphan or (run_id is not None and labels.get("rlaif.run") == run_id):
             try:
                 container.remove(force=True)
