@@ -211,36 +211,31 @@ class Trainer:
 
     async def _produce(self, index: int) -> None:
         try:
-            group = await self._generate_group(index)
+            group: ScoredGroup | None = await self._generate_group(index)
         except asyncio.CancelledError:
             raise
         except Exception as err:  # an actor died or raised: the group is lost to infrastructure, not a score
-            self.infra_streak.append(f"{type(err).__name__}: {err}"[:300])
-            self.state.dropped["infra_error"] += 1
-            self.step_stats["dropped/infra_error"] += 1
-            self.rundir.append_trajectories([{"group_index": index, "dropped": "infra_error",
-                                              "error": repr(err)[:500]}])
-            del self.inflight[index]
-            self.finished_since_draw += 1
-            self.changed.set()
-            return
-        reason = self._drop_reason(group)
-        if reason == "infra_error":
-            self.infra_streak.append(next(t.error or _reward_error(t) for t in group.trajectories
-                                          if t.status == "infra_error" or t.reward is None
-                                          or t.reward.status == "infra_error"))
+            group, reason, error = None, "infra_error", f"{type(err).__name__}: {err}"[:300]
+            rows = [{"group_index": index, "dropped": reason, "error": repr(err)[:500]}]
         else:
+            reason, error = self._drop_reason(group), _infra_error(group)
+            rows = [{**t.model_dump(mode="json"), "group_index": index, "dropped": reason} for t in group.trajectories]
+        if error is None:
             self.infra_streak.clear()
-        rows = [{**t.model_dump(mode="json"), "group_index": index, "dropped": reason} for t in group.trajectories]
+        else:
+            self.infra_streak.append(error)
         self.rundir.append_trajectories(rows)
         del self.inflight[index]
         self.finished_since_draw += 1
         if reason:
-            self.state.dropped[reason] += 1
-            self.step_stats[f"dropped/{reason}"] += 1
+            self._count_drop(reason)
         else:
             self.state.buffer.append(group)
         self.changed.set()
+
+    def _count_drop(self, reason: str, groups: int = 1) -> None:
+        self.state.dropped[reason] += groups
+        self.step_stats[f"dropped/{reason}"] += groups
 
     async def _generate_group(self, index: int) -> ScoredGroup:
         task, n = self.task_at(index), self.config.rollout.group_size
@@ -261,9 +256,8 @@ class Trainer:
         return ScoredGroup(index, min([version, *(t.weight_version for t in trajectories)]), list(trajectories))
 
     def _drop_reason(self, group: ScoredGroup) -> str | None:
-        for t in group.trajectories:
-            if t.status == "infra_error" or t.reward is None or t.reward.status == "infra_error":
-                return "infra_error"
+        if _infra_error(group) is not None:
+            return "infra_error"
         totals = {t.reward.total for t in group.trajectories}
         if self.config.learner.dynamic_sampling and len(totals) == 1:
             return "no_signal"
@@ -284,8 +278,7 @@ class Trainer:
         batch, self.state.buffer = self.state.buffer[:b], self.state.buffer[b:]
         fresh = [g for g in batch if self.state.version - g.version <= self.max_staleness]
         if len(fresh) < len(batch):
-            self.state.dropped["stale"] += len(batch) - len(fresh)
-            self.step_stats["dropped/stale"] += len(batch) - len(fresh)
+            self._count_drop("stale", len(batch) - len(fresh))
         self.changed.set()
         return fresh
 
@@ -428,10 +421,16 @@ class Trainer:
         self.rundir.truncate(data["offsets"])
 
 
-def _reward_error(traj: Trajectory) -> str:
-    details = traj.reward.details if traj.reward else {}
-    notes = [d.get("error") or d.get("note") for d in details.values() if isinstance(d, dict)]
-    return next((str(n) for n in notes if n), "reward infra_error")
+def _infra_error(group: ScoredGroup) -> str | None:
+    """The first infrastructure failure of a group's episodes or rewards, or None."""
+    for traj in group.trajectories:
+        if traj.status == "infra_error":
+            return traj.error or "episode infra_error"
+        if traj.reward is None or traj.reward.status == "infra_error":
+            details = traj.reward.details if traj.reward else {}
+            notes = [d.get("error") or d.get("note") for d in details.values() if isinstance(d, dict)]
+            return next((str(n) for n in notes if n), "reward infra_error")
+    return None
 
 
 def _cost(details: Any) -> float:
