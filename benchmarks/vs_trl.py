@@ -307,9 +307,9 @@ def run_trl(case: str, params: dict) -> dict:
 # ---- orchestration --------------------------------------------------------------------------------------------
 def rlaif_containers() -> dict[str, dict]:
     """Sandbox containers on this Docker engine: id -> labels."""
-    from rlaif.sandbox.engine import docker_client
+    from rlaif.sandbox.engine import sandbox_containers
 
-    return {c.id: c.labels for c in docker_client().containers.list(all=True, filters={"label": "rlaif=1"})}
+    return {c.id: c.labels for c in sandbox_containers()}
 
 
 def session_processes(session: int) -> list[int]:

@@ -21,6 +21,7 @@ import pytest
 
 from rlaif.sandbox.base import SOCKET_ROOT, Limits, SandboxError
 from rlaif.sandbox.docker_backend import DockerSandbox
+from rlaif.sandbox.engine import sandbox_containers
 from rlaif.sandbox.pool import SandboxPool
 
 pytestmark = pytest.mark.docker
@@ -44,11 +45,6 @@ def pool(loop, docker_engine, base_image):
     yield pool
     loop.run_until_complete(pool.close())
     os.environ.pop("ANTHROPIC_API_KEY", None)
-
-
-def _containers(docker_engine, **labels) -> list:
-    filters = ["rlaif=1", *(f"rlaif.{k}={v}" for k, v in labels.items())]
-    return docker_engine.containers.list(all=True, filters={"label": filters})
 
 
 def _host_processes_with(marker: str) -> list[int]:
@@ -79,7 +75,7 @@ def hostile(loop, pool, docker_engine, cmd: str, timeout: float):
 
     sandbox, result, elapsed, alive_after = loop.run_until_complete(go())
     assert elapsed <= timeout + 1.0, f"returned after {elapsed:.2f} s"
-    assert not _containers(docker_engine, sandbox=sandbox.id), "the container was not removed"
+    assert not sandbox_containers(sandbox=sandbox.id), "the container was not removed"
     assert not _host_processes_with(marker), "a sandboxed process survived on the host"
     assert not any(p.name.startswith(sandbox.id) for p in SOCKET_ROOT.iterdir())
     return result, alive_after
@@ -252,7 +248,7 @@ def test_exec_on_a_dead_sandbox_is_infra_error_not_a_score(loop, base_image):
 def test_missing_image_is_a_clear_error_and_pulls_nothing(loop, docker_engine):
     with pytest.raises(SandboxError, match="image rlaif/none:1 does not exist; build it with `rlaif sandbox build`"):
         loop.run_until_complete(DockerSandbox.start("rlaif/none:1", LIMITS, run_id=RUN_ID))
-    assert not _containers(docker_engine, run=RUN_ID, sandbox="x")
+    assert not sandbox_containers(run=RUN_ID, sandbox="x")
 
 
 def test_closing_the_pool_removes_its_containers(loop, docker_engine, base_image):
@@ -262,12 +258,12 @@ def test_closing_the_pool_removes_its_containers(loop, docker_engine, base_image
         async with SandboxPool(base_image, LIMITS, size=3, run_id=run_id) as pool:
             sandbox = await pool.acquire()  # one in use, others warm
             await pool.settle()
-            started = len(_containers(docker_engine, run=run_id))
+            started = len(sandbox_containers(run=run_id))
             assert await sandbox.alive()
         return started
 
     assert loop.run_until_complete(go()) >= 3
-    assert not _containers(docker_engine, run=run_id)
+    assert not sandbox_containers(run=run_id)
 
 
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
@@ -277,7 +273,7 @@ def test_one_shot_cli_cleans_up_when_interrupted(docker_engine, base_image, sig)
     owner = None
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and owner is None:
-        for container in _containers(docker_engine, run="cli"):
+        for container in sandbox_containers(run="cli"):
             if container.labels["rlaif.owner"].endswith(f":{proc.pid}") and container.status == "running":
                 owner = container.labels["rlaif.owner"]
         time.sleep(0.1)
@@ -285,7 +281,7 @@ def test_one_shot_cli_cleans_up_when_interrupted(docker_engine, base_image, sig)
     time.sleep(0.3)
     proc.send_signal(getattr(__import__("signal"), sig))
     proc.wait(timeout=30)
-    assert not [c for c in _containers(docker_engine, run="cli") if c.labels["rlaif.owner"] == owner]
+    assert not [c for c in sandbox_containers(run="cli") if c.labels["rlaif.owner"] == owner]
 
 
 def test_gc_removes_orphans_of_a_killed_process(docker_engine, base_image):
@@ -294,14 +290,14 @@ def test_gc_removes_orphans_of_a_killed_process(docker_engine, base_image):
     deadline = time.monotonic() + 30
     mine = []
     while time.monotonic() < deadline and not mine:
-        mine = [c for c in _containers(docker_engine, run="cli") if c.labels["rlaif.owner"].endswith(f":{proc.pid}")]
+        mine = [c for c in sandbox_containers(run="cli") if c.labels["rlaif.owner"].endswith(f":{proc.pid}")]
         time.sleep(0.1)
     proc.kill()  # SIGKILL: no chance to clean up
     proc.wait()
-    assert mine and _containers(docker_engine, sandbox=mine[0].labels["rlaif.sandbox"])
+    assert mine and sandbox_containers(sandbox=mine[0].labels["rlaif.sandbox"])
     done = subprocess.run([sys.executable, "-m", "rlaif.cli", "sandbox", "gc"], capture_output=True, text=True)
     assert done.returncode == 0 and f"removed {mine[0].name}" in done.stdout
-    assert not _containers(docker_engine, sandbox=mine[0].labels["rlaif.sandbox"])
+    assert not sandbox_containers(sandbox=mine[0].labels["rlaif.sandbox"])
 
 
 def test_cli_json_result(base_image):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import docker
 from docker.errors import DockerException
@@ -22,3 +23,25 @@ def docker_client() -> docker.DockerClient:
             "starts one), start dockerd yourself, or set sandbox.backend=local"
         ) from None
     return client
+
+
+@dataclass(frozen=True)
+class SandboxContainer:
+    """One sandbox container as the engine listed it: no per-container inspect, so no race with removal."""
+
+    id: str
+    name: str
+    status: str
+    labels: dict[str, str]
+
+
+def sandbox_containers(**labels: str) -> list[SandboxContainer]:
+    """Containers labelled `rlaif=1` (and `rlaif.<key>=<value>` for each keyword), from a single list call.
+
+    docker-py's `containers.list` inspects each container after listing, and raises NotFound for one removed in
+    between; a listing taken while other runs clean up must not fail for that.
+    """
+    filters = ["rlaif=1", *(f"rlaif.{key}={value}" for key, value in labels.items())]
+    return [SandboxContainer(id=c["Id"], name=c["Names"][0].lstrip("/") if c.get("Names") else c["Id"][:12],
+                             status=c.get("State", ""), labels=c.get("Labels") or {})
+            for c in docker_client().api.containers(all=True, filters={"label": filters})]

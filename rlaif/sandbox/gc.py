@@ -16,7 +16,7 @@ from docker.errors import DockerException
 
 from rlaif.errors import RlaifError
 from rlaif.sandbox.base import SOCKET_ROOT
-from rlaif.sandbox.engine import docker_client
+from rlaif.sandbox.engine import docker_client, sandbox_containers
 
 
 def owner_alive(owner: str) -> bool:
@@ -52,7 +52,7 @@ def collect_garbage(everything: bool = False, run_id: str | None = None) -> list
     """
     removed = []
     try:
-        containers = docker_client().containers.list(all=True, filters={"label": "rlaif=1"})
+        containers = sandbox_containers()
     except RlaifError:
         containers = []
     for container in containers:
@@ -60,9 +60,9 @@ def collect_garbage(everything: bool = False, run_id: str | None = None) -> list
         orphan = container.status not in ("created", "running") or not owner_alive(labels.get("rlaif.owner", ""))
         if everything or orphan or (run_id is not None and labels.get("rlaif.run") == run_id):
             try:
-                container.remove(force=True)
+                docker_client().api.remove_container(container.id, force=True)
                 removed.append(container.name)
-            except DockerException:
+            except DockerException:  # removed by its owner meanwhile, or the engine refused: not ours to report
                 continue
     if SOCKET_ROOT.is_dir():
         for folder in SOCKET_ROOT.iterdir():
