@@ -166,6 +166,11 @@ class TrainConfig(Section):
     """Share of a GPU's memory a vLLM engine may take."""
     bucket_mb: float = Field(default=64.0, gt=0)
     """Weight sync bucket size."""
+    weight_transport: Literal["auto", "object_store", "broadcast"] = "auto"
+    """How weights reach the engines: `object_store` (host buckets through Ray; works everywhere), `broadcast`
+    (a process group from the learner to every engine: NCCL device-to-device on GPUs, gloo on the CPU), or
+    `auto`: broadcast when learners and rollout workers each hold whole GPUs, the object store otherwise
+    (NCCL cannot broadcast between two ranks on one GPU)."""
     checkpoint_every: int = Field(default=10, ge=0)
     """Checkpoint every this many steps (and at the end); 0: only at the end."""
     keep_checkpoints: int = Field(default=2, ge=1)

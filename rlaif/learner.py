@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from rlaif.loss import policy_loss
-from rlaif.weight_sync import Bucket, digest, pack
+from rlaif.weight_sync import Bucket, digest, fill, pack, plan
 
 
 @dataclass(frozen=True)
@@ -188,11 +188,38 @@ class Learner:
             return [(name.replace(".base_layer.", "."), p.detach().clone()) for name, p in model.named_parameters()
                     if "lora_" not in name]
 
-    def sync_payload(self, bucket_mb: float = 64.0, dtype: str = "float32") -> tuple[list[Bucket], list[float]]:
-        """The weights for the engines, packed into buckets in the engines' dtype, and their digest."""
+    def _engine_weights(self, dtype: str) -> list[tuple[str, Tensor]]:
         engine_dtype = getattr(torch, dtype)
-        named = [(name, t.to(engine_dtype)) for name, t in self.named_weights()]
+        return [(name, t.to(engine_dtype)) for name, t in self.named_weights()]
+
+    def sync_payload(self, bucket_mb: float = 64.0, dtype: str = "float32") -> tuple[list[Bucket], list[float]]:
+        """Object-store path: the weights in the engines' dtype, as host buckets, and their digest."""
+        named = self._engine_weights(dtype)
         return pack(named, bucket_mb=bucket_mb), digest(named)
+
+    def open_weight_group(self, host: str, port: int, world_size: int) -> None:
+        """Broadcast path: host the weight group as its rank 0 (see `rlaif.weight_group`); blocks until all join."""
+        from rlaif.weight_group import open_group
+
+        self.weight_group = open_group(host, port, 0, world_size, self.device)
+
+    def weight_plan(self, bucket_mb: float = 64.0, dtype: str = "float32") -> tuple[list[tuple[int, list]],
+                                                                                     list[float]]:
+        """Broadcast path, first half: the bucket layout [(size, index)] the engines allocate, and the digest.
+
+        The weights are held until `broadcast_weights` sends them.
+        """
+        self._outgoing = self._engine_weights(dtype)
+        self._plans = plan(self._outgoing, bucket_mb=bucket_mb)
+        return [(p.size, p.index) for p in self._plans], digest(self._outgoing)
+
+    def broadcast_weights(self) -> int:
+        """Broadcast path, second half: send the planned buckets, one device buffer at a time; returns bytes sent."""
+        from rlaif.weight_group import send
+
+        named, plans = dict(self._outgoing), self._plans
+        self._outgoing, self._plans = [], []
+        return send(self.weight_group, (fill(named, bucket, self.device) for bucket in plans))
 
     def save(self, directory: str) -> None:
         """Write `learner.pt` (see `state`) into a checkpoint's staging directory."""

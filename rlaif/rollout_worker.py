@@ -16,13 +16,12 @@ from typing import Any
 
 from rlaif.agent import run_episode
 from rlaif.config import Config
+from rlaif.engine_extension import WORKER_EXTENSION
 from rlaif.env import Submission
 from rlaif.policy import Sampling
 from rlaif.registry import load_environment
 from rlaif.types import Task, Trajectory
-from rlaif.weight_sync import Bucket, WeightSyncError
-
-WORKER_EXTENSION = "rlaif.weight_sync.WorkerExtension"
+from rlaif.weight_sync import Bucket, WeightSyncError, verify
 
 
 class RolloutWorker:
@@ -57,25 +56,34 @@ class RolloutWorker:
                                  group_id=group_id, weight_version=self.version)
 
     async def load_weights(self, buckets: list[Bucket], version: int, expected_digest: list[float]) -> dict[str, float]:
-        """Stage a new weight version bucket by bucket (generation goes on), swap it in, check its digest.
+        """Object-store path: stage a new weight version bucket by bucket (generation goes on), swap it in, verify.
 
         Returns the seconds spent staging and swapping (generation pauses only for the swap).
         """
-        from rlaif.weight_sync import verify
-
         started = time.monotonic()
-        engine = self.policy.engine
         for bucket in buckets:
-            await engine.collective_rpc("rlaif_stage", args=(bucket.data, bucket.index))
+            await self.policy.engine.collective_rpc("rlaif_stage", args=(bucket.data, bucket.index))
+        return await self._swap(version, expected_digest, started, sum(len(b.data) for b in buckets))
+
+    async def join_weight_group(self, host: str, port: int, base_rank: int, world_size: int) -> list[int]:
+        """Broadcast path: join the learner's weight group (see `rlaif.weight_group`); returns the ranks taken."""
+        return await self.policy.engine.collective_rpc("rlaif_join", args=(host, port, base_rank, world_size))
+
+    async def receive_weights(self, plans: list[tuple[int, list]], version: int,
+                              expected_digest: list[float]) -> dict[str, float]:
+        """Broadcast path: receive the buckets laid out as `plans` while the learner sends them, swap, verify."""
+        started = time.monotonic()
+        await self.policy.engine.collective_rpc("rlaif_receive", args=(plans,))
+        return await self._swap(version, expected_digest, started, sum(size for size, _ in plans))
+
+    async def _swap(self, version: int, expected_digest: list[float], started: float, nbytes: int) -> dict[str, float]:
         staged = time.monotonic()
-        results = await engine.collective_rpc("rlaif_apply")
-        for result in results:
+        for result in await self.policy.engine.collective_rpc("rlaif_apply"):
             if result["missing"]:
                 raise WeightSyncError(f"weight sync v{version}: the engine got no value for {result['missing'][:5]}")
             verify(expected_digest, result["digest"])
         self.version = version
-        return {"stage_s": staged - started, "swap_s": time.monotonic() - staged,
-                "bytes": float(sum(len(b.data) for b in buckets))}
+        return {"stage_s": staged - started, "swap_s": time.monotonic() - staged, "bytes": float(nbytes)}
 
     async def close(self) -> None:
         if self.policy is not None:

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from rlaif import checkpoint
-from rlaif.config import Config, dump_config
+from rlaif.config import Config, TrainConfig, dump_config
 from rlaif.errors import RlaifError
 from rlaif.learner import Learner, Sample
 from rlaif.loss import group_advantages
@@ -96,6 +96,7 @@ class Trainer:
         self.state = _State()
         self.engine_version = 0
         self.inflight: dict[int, asyncio.Task] = {}
+        self.transport = weight_transport(config.train)
         self.finished_since_draw = 0
         self.infra_streak: list[str] = []  # errors of consecutive groups lost to infrastructure
         self.training = 0  # 1 while a drawn batch is being trained: the next one trains on the version after
@@ -164,6 +165,12 @@ class Trainer:
             for i in range(t.rollout_workers)]
         self.reward = RewardService(self.config, workers=t.reward_workers, num_cpus=0.5)
         await asyncio.gather(*(w.start.remote() for w in self.workers), self.reward.start())
+        if self.transport == "broadcast":
+            host, port = (await self.learner.endpoint.remote()).rsplit(":", 1)
+            world = 1 + t.rollout_workers  # the learner, then one worker process per engine (no tensor parallelism)
+            await asyncio.gather(self.learner.open_weight_group.remote(host, int(port), world),
+                                 *(w.join_weight_group.remote(host, int(port), 1 + i, world)
+                                   for i, w in enumerate(self.workers)))
         if resume_from is not None:
             self._restore(resume_from)
             await asyncio.gather(*(a.load.remote(str(resume_from)) for a in self.learners))
@@ -185,12 +192,20 @@ class Trainer:
             ray.util.remove_placement_group(self.pg)
 
     async def sync_weights(self) -> float:
-        """Send the learner's weights to every engine (one object-store copy shared by all); returns seconds."""
+        """Send the learner's weights to every engine; returns seconds.
+
+        Object store: one copy of the buckets, shared by all engines. Broadcast: the engines receive the layout
+        first, then the learner broadcasts the buckets while every engine receives them.
+        """
         started = time.monotonic()
-        buckets, expected = self.learner.sync_payload.options(num_returns=2).remote(
-            self.config.train.bucket_mb, self.config.model.dtype)
-        version = self.state.version
-        await asyncio.gather(*(w.load_weights.remote(buckets, version, expected) for w in self.workers))
+        version, layout = self.state.version, (self.config.train.bucket_mb, self.config.model.dtype)
+        if self.transport == "broadcast":
+            plans, expected = self.learner.weight_plan.options(num_returns=2).remote(*layout)
+            await asyncio.gather(self.learner.broadcast_weights.remote(),
+                                 *(w.receive_weights.remote(plans, version, expected) for w in self.workers))
+        else:
+            buckets, expected = self.learner.sync_payload.options(num_returns=2).remote(*layout)
+            await asyncio.gather(*(w.load_weights.remote(buckets, version, expected) for w in self.workers))
         self.engine_version = version
         self.changed.set()
         return time.monotonic() - started
@@ -467,6 +482,13 @@ def _start_ray(config: Config) -> None:
         return
     needed = t.learner_cpus + t.rollout_workers * t.rollout_cpus + 0.5 * t.reward_workers + 1
     init_local_ray(num_cpus=max(os.cpu_count() or 1, math.ceil(needed)))
+
+
+def weight_transport(t: TrainConfig) -> str:
+    """`train.weight_transport`, with `auto` resolved: broadcast when learner and engines hold whole GPUs each."""
+    if t.weight_transport != "auto":
+        return t.weight_transport
+    return "broadcast" if t.learner_gpus >= 1 and t.rollout_gpus >= 1 else "object_store"
 
 
 async def train_async(config: Config, *, run_root: str | None = None, resume: str | Path | None = None,

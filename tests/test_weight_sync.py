@@ -10,10 +10,10 @@ import time
 import pytest
 import torch
 
+from rlaif.engine_extension import WORKER_EXTENSION
 from rlaif.weight_sync import Bucket, WeightSyncError, digest, pack, unpack, verify
 
 PROMPT = "def add(a, b):"
-WORKER_EXTENSION = "rlaif.weight_sync.WorkerExtension"
 BUCKET_MB = 0.5  # the tiny model is ~2.5 MB in float32: several buckets
 
 
@@ -292,4 +292,76 @@ def test_the_learners_payload_after_a_step_syncs_and_verifies(engine, tiny_model
     assert not torch.allclose(torch.tensor(before.logprobs), _logprobs(learner.model, before), atol=1e-3)
     assert result["missing"] == []
     verify(expected, result["digest"])
+    _assert_engine_samples_like(learner.model, after)
+
+
+# --- the broadcast path ------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.unit
+def test_planned_buckets_broadcast_in_a_gloo_group_arrive_exactly():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rlaif.weight_group import open_group, receive, send
+    from rlaif.weight_sync import fill, plan
+
+    named = [("a", _randn(33, 7)), ("b", _randn(5, dtype=torch.bfloat16, seed=1)), ("c", torch.tensor(1.5)),
+             ("d", _randn(300, seed=2))]
+    plans = plan(named, bucket_mb=1024 / (1 << 20))
+    assert len(plans) >= 2
+    port = _free_port()
+
+    def sender() -> int:
+        group = open_group("127.0.0.1", port, 0, 3, "cpu", timeout_s=30)
+        return send(group, (fill(dict(named), bucket) for bucket in plans))
+
+    def receiver(rank: int) -> list[tuple[str, torch.Tensor]]:
+        group = open_group("127.0.0.1", port, rank, 3, "cpu", timeout_s=30)
+        return [pair for bucket, buffer in zip(plans, receive(group, plans, "cpu"), strict=True)
+                for pair in unpack(buffer, bucket.index)]
+
+    with ThreadPoolExecutor(3) as pool:
+        sent, *received = [f.result(timeout=60) for f in
+                           (pool.submit(sender), pool.submit(receiver, 1), pool.submit(receiver, 2))]
+    assert sent == sum(p.size for p in plans)
+    for got in received:
+        assert [name for name, _ in got] == [name for name, _ in named]
+        assert all(torch.equal(g, t) for (_, g), (_, t) in zip(got, named, strict=True))
+
+
+@pytest.mark.vllm
+def test_the_learner_broadcasts_its_weights_into_the_engine_which_verifies_and_samples_with_them(
+        engine, tiny_model):
+    """The broadcast transport end to end: learner rank 0 in this process, the engine's worker as rank 1."""
+    from rlaif.learner import Learner, Sample
+
+    policy, run = engine
+    learner = Learner(str(tiny_model), lr=1e-3)
+    port = _free_port()
+
+    async def go():
+        await asyncio.gather(asyncio.to_thread(learner.open_weight_group, "127.0.0.1", port, 2),
+                             policy.engine.collective_rpc("rlaif_join", args=("127.0.0.1", port, 1, 2)))
+        turn = await _greedy(policy)
+        learner.step([Sample(turn.prompt_ids, turn.completion_ids, turn.logprobs, turn.loss_mask, advantage=1.0)])
+        plans, expected = learner.weight_plan(bucket_mb=BUCKET_MB)
+        assert len(plans) >= 3
+        sent, _ = await asyncio.gather(asyncio.to_thread(learner.broadcast_weights),
+                                       policy.engine.collective_rpc("rlaif_receive", args=(plans,)))
+        [result] = await policy.engine.collective_rpc("rlaif_apply")
+        return turn, sent, plans, expected, result, await _greedy(policy)
+
+    before, sent, plans, expected, result, after = run(go())
+    assert sent == sum(size for size, _ in plans)
+    assert result["missing"] == []
+    verify(expected, result["digest"])
+    assert not torch.allclose(torch.tensor(before.logprobs), _logprobs(learner.model, before), atol=1e-3)
     _assert_engine_samples_like(learner.model, after)
