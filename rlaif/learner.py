@@ -56,6 +56,7 @@ class Learner:
         from transformers import AutoModelForCausalLM
 
         torch.manual_seed(seed)
+        self.model_dir = model_dir
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         weights_dtype = getattr(torch, dtype)
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=weights_dtype).to(self.device)
@@ -231,11 +232,14 @@ class Learner:
         return self.version
 
     def save_model(self, path: str) -> None:
-        """Save the merged model in Hugging Face format (loadable by transformers and vLLM)."""
+        """Save the merged model and its tokenizer in Hugging Face format (loadable by transformers and vLLM)."""
+        from transformers import AutoTokenizer
+
         with torch.no_grad(), self._merged() as model:
             state = {name.replace(".base_layer.", "."): p for name, p in model.state_dict().items()
                      if "lora_" not in name}
             model.save_pretrained(path, state_dict=state)
+        AutoTokenizer.from_pretrained(self.model_dir).save_pretrained(path)
 
     def state(self) -> dict[str, Any]:
         """Everything needed to continue exactly: trainable weights, optimizer, scheduler, RNG, version."""

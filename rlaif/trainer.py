@@ -21,6 +21,7 @@ import asyncio
 import math
 import os
 import random
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -387,7 +388,18 @@ class Trainer:
         return {"steps": self.state.step, "samples": samples_after_first, "wall_s": wall,
                 "samples_per_s": samples_after_first / wall if wall else 0.0,
                 "phases_s": dict(phases_after_first), "dropped": dict(self.state.dropped),
-                "run_dir": str(self.rundir.path)}
+                "run_dir": str(self.rundir.path), "model_dir": str(await self.export_model())}
+
+    async def export_model(self) -> Path:
+        """The trained policy as a Hugging Face model directory, `RUN/model` (adapters merged), written atomically:
+        what `rlaif eval --policy vllm:RUN/model`, vLLM or transformers load."""
+        final = self.rundir.path / "model"
+        staging = self.rundir.path / ".model.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        await self.learner.save_model.remote(str(staging))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(staging, final)
+        return final
 
     def _batch_metrics(self, batch: list[ScoredGroup]) -> dict[str, float]:
         trajs = [t for g in batch for t in g.trajectories]

@@ -7,14 +7,17 @@ import sys
 import typer
 
 from rlaif.cli import (
+    collect_cmd,
     config_cmd,
     env_cmd,
     eval_cmd,
     judge_cmd,
     model_cmd,
+    quickstart_cmd,
     report_cmd,
     reward_cmd,
     sandbox_cmd,
+    sft_cmd,
     train_cmd,
 )
 from rlaif.errors import RlaifError
@@ -33,13 +36,14 @@ app.add_typer(env_cmd.app, name="env")
 app.add_typer(judge_cmd.app, name="judge")
 app.add_typer(reward_cmd.app, name="reward")
 app.command("eval")(eval_cmd.eval_command)
+app.command("collect")(collect_cmd.collect_command)
+app.command("sft")(sft_cmd.sft_command)
 app.command("train")(train_cmd.train_command)
 app.command("report")(report_cmd.report_command)
+app.command("quickstart")(quickstart_cmd.quickstart_command)
 
 # Commands whose capability has not landed yet, and the issue that brings each.
 COMING = {
-    "collect": ("Collect teacher trajectories that pass the graders.", 7),
-    "sft": ("Supervised fine-tuning on collected trajectories.", 7),
     "launch": ("Submit a run to a Ray cluster.", 8),
 }
 

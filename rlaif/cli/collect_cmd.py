@@ -1,0 +1,97 @@
+"""`rlaif collect ENV --teacher SPEC`: teacher trajectories that pass the graders, as an SFT dataset."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from rlaif.cli.env_cmd import load_reward
+from rlaif.cli.progress import progress_bar, render
+from rlaif.errors import RlaifError
+
+
+def collect_command(
+    env_name: str = typer.Argument(..., metavar="ENV", help="A registered environment or module:Class."),
+    teacher_spec: str = typer.Option(..., "--teacher",
+                                     help="reference, openai:BASE_URL:MODEL or anthropic:MODEL."),
+    samples: int = typer.Option(1, "-n", help="Samples per task and variant."),
+    out: Path = typer.Option(None, "--out", help="Output directory (default runs/collect-<env>-<time>); "
+                             "an existing one is resumed."),
+    split: str = typer.Option("train", help="train, test or all."),
+    limit: int = typer.Option(0, help="Only the first N tasks (0: all)."),
+    data: str = typer.Option(None, "--data", help="Data file, passed to the environment as env.args.data."),
+    temperature: float = typer.Option(1.0, help="Sampling temperature."),
+    max_tokens: int = typer.Option(512, help="Maximum tokens per teacher turn."),
+    min_reward: float = typer.Option(1.0, help="Keep trajectories whose reward is at least this."),
+    system_prompts: Path = typer.Option(None, "--system-prompts",
+                                        help="Alternative system prompts, separated by lines holding only ---."),
+    rewrites: int = typer.Option(0, help="Teacher rewrites of each task's statement (needs a model teacher)."),
+    budget_usd: float = typer.Option(None, help="Start no attempt once the teacher's cost reaches this."),
+    input_usd_per_mtok: float = typer.Option(0.0, help="Teacher price, USD per million input tokens."),
+    output_usd_per_mtok: float = typer.Option(0.0, help="Teacher price, USD per million output tokens."),
+    concurrency: int = typer.Option(8, help="Episodes at once."),
+    backend: str = typer.Option("docker", help="Sandbox backend: docker or local."),
+    config: str = typer.Option(None, "--config", help="Config file whose reward.judges judged graders use."),
+) -> None:
+    """Run a teacher on an environment's tasks, grade every trajectory, keep those that pass (resumable)."""
+    from rlaif.config import SandboxConfig
+    from rlaif.distill.collect import Collector, Elicitation, Teacher, summary
+    from rlaif.distill.dataset import CollectionDir
+    from rlaif.distill.elicit import read_system_prompts
+    from rlaif.env import GradeContext
+    from rlaif.policy import Sampling
+    from rlaif.registry import load_environment
+    from rlaif.sandbox.pool import SandboxPools
+    from rlaif_rewards.cost import Price
+
+    if split not in ("train", "test", "all"):
+        raise RlaifError(f"--split {split!r} is not train, test or all")
+    if min(samples, concurrency) < 1 or rewrites < 0:
+        raise RlaifError("-n and --concurrency must be at least 1, --rewrites at least 0")
+    price = Price(input_per_mtok=input_usd_per_mtok, output_per_mtok=output_usd_per_mtok)
+    if budget_usd is not None and teacher_spec != "reference" and price == Price():
+        raise RlaifError("--budget-usd needs the teacher's prices: give --input-usd-per-mtok and --output-usd-per-mtok")
+    teacher = Teacher(teacher_spec)
+    env = load_environment(env_name, {"data": data} if data else {})
+    tasks = [t for s in (("train", "test") if split == "all" else (split,)) for t in env.tasks(s)]
+    tasks = tasks[:limit] if limit else tasks
+    variants = read_system_prompts(system_prompts) if system_prompts else []
+    elicitation = Elicitation(Sampling(temperature=temperature, max_tokens=max_tokens), samples=samples,
+                              system_prompts=variants, rewrites=rewrites, min_reward=min_reward)
+    collector = Collector(env, teacher, elicitation, price=price, budget_usd=budget_usd, concurrency=concurrency)
+    out = out or Path("runs") / f"collect-{env.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    # Attempt ids number system prompts: resuming with other prompts would skip attempts it never made.
+    collection = CollectionDir.open(out, {"env": env.name, "teacher": teacher.spec, "system_prompts": variants})
+    attempts = collector.plan(tasks, collection)
+    started = time.monotonic()
+
+    async def run():
+        judges, components = load_reward(config)
+        sandbox = SandboxConfig(backend=backend, pool_size=min(concurrency, 8))
+        async with SandboxPools.from_config(sandbox, run_id=f"collect-{env.name}") as pools:
+            with progress_bar(f"collect {env.name}", len(attempts)) as advance:
+                try:
+                    return await collector.run(attempts, collection, GradeContext(pools, judges, components), advance)
+                finally:
+                    await teacher.close()
+                    for judge in judges.values():
+                        await judge.close()
+
+    outcome = asyncio.run(run())
+    result = summary(collection, outcome, env=env.name, teacher=teacher.spec, split=split,
+                     budget_usd=budget_usd, minutes=round((time.monotonic() - started) / 60, 2))
+    collection.write_summary(result)
+    table = Table("", "kept", "rejected", "failed", "duplicate", "cost (USD)")
+    table.add_row("this run", *(str(outcome.counts[s]) for s in ("kept", "rejected", "failed", "duplicate")),
+                  f"{outcome.cost_usd:.4f}")
+    table.add_row(f"all in {out}", *(str(result[s]) for s in ("kept", "rejected", "failed", "duplicate")), "")
+    typer.echo(render(table))
+    if outcome.stopped:
+        typer.echo(f"stopped: {outcome.stopped}; {outcome.not_started} attempts not started (run again to go on)")
+    if outcome.infra_stop:
+        raise RlaifError(outcome.stopped)
+    typer.echo(f"dataset in {out / 'train.jsonl'}, ledger and summary beside it")

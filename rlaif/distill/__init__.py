@@ -1,0 +1,1 @@
+"""Distillation: collect teacher trajectories that pass the graders, then fine-tune the student on them."""
