@@ -40,10 +40,14 @@ def quickstart_command(
     model: Path = typer.Option(Path("models/tiny"), "--model", help="The base model (built if missing)."),
     out: Path = typer.Option(Path("runs/quickstart"), "--out", help="Output directory (replaced on each run)."),
     config: Path = typer.Option(EXAMPLE, "--config", help="The GRPO stage's config."),
+    backend: str = typer.Option("local", "--backend",
+                                help="Sandbox for every grading: local (bubblewrap, about 3x faster here) or docker."),
 ) -> None:
     """Base -> collect -> SFT -> GRPO on the CPU, and a table of held-out pass@1 after each stage."""
     if not config.is_file():
         raise RlaifError(f"GRPO config {config} does not exist; pass --config examples/quickstart.yaml")
+    if backend not in ("local", "docker"):
+        raise RlaifError(f"--backend {backend!r} is not local or docker")
     if teacher != "reference" and not teacher.startswith(("anthropic:", "openai:")):
         raise RlaifError(f"--teacher {teacher!r} is not reference, anthropic:MODEL or openai:BASE_URL:MODEL")
     if teacher.startswith("anthropic:") and not os.environ.get("ANTHROPIC_API_KEY"):
@@ -53,17 +57,17 @@ def quickstart_command(
     out.mkdir(parents=True)
     if not (model / "config.json").is_file():
         _rlaif("model", "tiny", "--out", str(model))
-    pass_at_1 = {"base": _evaluate(f"vllm:{model}", out / "eval-base")}
+    pass_at_1 = {"base": _evaluate(f"vllm:{model}", out / "eval-base", backend)}
     _rlaif("collect", "pyfunc", "--teacher", teacher, "--limit", str(TEACHER_TASKS), "--max-tokens", "256",
-           "--out", str(out / "teacher"))
+           "--backend", backend, "--out", str(out / "teacher"))
     _rlaif("sft", str(out / "teacher"), "--model", str(model), "--out", str(out / "sft"), *SFT)
-    pass_at_1["sft"] = _evaluate(f"vllm:{out / 'sft'}", out / "eval-sft")
-    grpo_config = _grpo_config(config, out, teacher)
-    _rlaif("train", str(grpo_config))
+    pass_at_1["sft"] = _evaluate(f"vllm:{out / 'sft'}", out / "eval-sft", backend)
+    _rlaif("train", str(_grpo_config(config, out, teacher, backend)))
     [run] = sorted(out.glob("grpo-*"))
-    pass_at_1["grpo"] = _evaluate(f"vllm:{run / 'model'}", out / "eval-grpo")
+    pass_at_1["grpo"] = _evaluate(f"vllm:{run / 'model'}", out / "eval-grpo", backend)
     minutes = round((time.monotonic() - started) / 60, 1)
-    summary = {"pass_at_1": pass_at_1, "minutes": minutes, "teacher": teacher, "run_dir": str(run)}
+    summary = {"pass_at_1": pass_at_1, "minutes": minutes, "teacher": teacher, "backend": backend,
+               "run_dir": str(run)}
     tmp = out / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2) + "\n")
     os.replace(tmp, out / "summary.json")
@@ -78,24 +82,27 @@ def quickstart_command(
 def _rlaif(*args: str) -> None:
     """Run one `rlaif` command as a user would, echoing it first; a failed stage ends the quickstart."""
     typer.secho("$ rlaif " + " ".join(args), bold=True, err=True)
+    started = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "rlaif.cli", *args])
     if done.returncode:
         raise RlaifError(f"quickstart stage `rlaif {args[0]}` failed (exit {done.returncode}); its output is above")
+    typer.secho(f"[rlaif {args[0]}: {time.monotonic() - started:.0f} s]", bold=True, err=True)
 
 
-def _evaluate(policy: str, out: Path) -> float:
-    _rlaif("eval", "pyfunc", "--policy", policy, *EVAL, "--out", str(out))
+def _evaluate(policy: str, out: Path, backend: str) -> float:
+    _rlaif("eval", "pyfunc", "--policy", policy, *EVAL, "--backend", backend, "--out", str(out))
     summary = json.loads((out / "summary.json").read_text())
     if summary["pass@1"] is None or summary["skipped"]:
         raise RlaifError(f"evaluation in {out} skipped episodes {summary['skipped']}: infrastructure, not the model")
     return round(summary["pass@1"], 3)
 
 
-def _grpo_config(example: Path, out: Path, teacher: str) -> Path:
+def _grpo_config(example: Path, out: Path, teacher: str, backend: str) -> Path:
     """The example config pointed at the SFT model and OUT; with a model teacher, the teacher judges too."""
     config = yaml.safe_load(example.read_text())
     config["model"] = {**config.get("model", {}), "path": str(out / "sft")}
     config["run"] = {**config.get("run", {}), "name": "grpo", "root": str(out)}
+    config["sandbox"] = {**config.get("sandbox", {}), "backend": backend}
     if teacher != "reference":
         reward = config.setdefault("reward", {})
         reward["judges"] = [{"name": "teacher", "endpoint": teacher}]

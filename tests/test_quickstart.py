@@ -1,0 +1,40 @@
+"""`rlaif quickstart`: its refusals, and the GRPO config it writes. The pipeline itself is `make quickstart`
+(about 11 minutes on 2 cores, too long for the suite); each of its stages is a command tested on its own
+(tests/test_eval.py, test_collect.py, test_sft.py, test_train.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from rlaif.cli.quickstart_cmd import EXAMPLE, _grpo_config
+from rlaif.config import load_config
+
+pytestmark = pytest.mark.unit
+
+
+def test_the_grpo_config_starts_from_the_sft_model_and_a_model_teacher_also_judges(tmp_path):
+    plain = yaml.safe_load(_grpo_config(EXAMPLE, tmp_path, "reference", "local").read_text())
+    assert plain["model"]["path"] == str(tmp_path / "sft") and plain["run"]["root"] == str(tmp_path)
+    assert plain["sandbox"]["backend"] == "local" and not plain.get("reward", {}).get("judges")
+    judged = load_config(_grpo_config(EXAMPLE, tmp_path, "anthropic:claude-sonnet-4-5", "docker"), [])
+    assert [j.endpoint for j in judged.reward.judges] == ["anthropic:claude-sonnet-4-5"]
+    [component] = [c for c in judged.reward.components if c.kind == "judge"]
+    assert component.judge == "teacher" and component.gate == "tests" and judged.sandbox.backend == "docker"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--teacher", "gpt"], "is not reference, anthropic:MODEL or openai:BASE_URL:MODEL"),
+    (["--backend", "podman"], "is not local or docker"),
+    (["--teacher", "anthropic:claude-sonnet-4-5"], "needs ANTHROPIC_API_KEY"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message):
+    out = tmp_path / "qs"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "rlaif.cli", "quickstart", "--out", str(out), *args],
+                          capture_output=True, text=True, env=env)
+    assert done.returncode != 0 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not out.exists()
