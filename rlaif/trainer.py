@@ -485,7 +485,7 @@ def _start_ray(config: Config) -> None:
     from rlaif.local_ray import init_local_ray
 
     t = config.train
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # inherited by the actors: the console shows progress
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # inherited by the actors: the console shows progress
     if t.ray_address:
         import ray
 

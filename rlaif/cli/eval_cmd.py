@@ -55,6 +55,7 @@ def eval_command(
     async def run() -> list:
         from rlaif.engine_policy import EnginePolicy
 
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # the progress bar, not the engine's start-up notes
         the_policy = endpoint or EnginePolicy.start(str(model_dir), seed=0)
         sandbox = SandboxConfig(backend=backend, pool_size=min(concurrency, 8))
         judges, components = load_reward(config)
