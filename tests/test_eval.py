@@ -45,7 +45,10 @@ def test_eval_through_the_openai_protocol(vllm_server, base_image, tmp_path):
     assert set(summary) >= {"pass@1", "pass@2", "mean_reward", "tasks"} and summary["tasks"] == 3
     assert 0.0 <= summary["pass@1"] <= summary["pass@2"] <= 1.0
     for traj in trajectories:
-        assert [m.role for m in traj.messages] == ["system", "user", "assistant"]
+        # One turn; a random model's text may parse as a malformed tool call, whose error the loop reports back.
+        roles, extra = [m.role for m in traj.messages[:3]], traj.messages[3:]
+        assert roles == ["system", "user", "assistant"], traj.messages
+        assert all(m.role == "user" and m.content.startswith("Tool call error:") for m in extra), extra
         assert traj.reward.status in ("ok", "policy_error") and traj.reward.components["tests"] is not None
         assert set(traj.reward.details["tests"]["tests"]) == {f"test_solution.py::test_{i}" for i in range(5)}
     assert "pass@1" in done.stdout and str(tmp_path / "out") in done.stdout
