@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from rlaif.cli.env_cmd import load_reward
+from rlaif.cli.env_cmd import grading, split_tasks
 from rlaif.cli.progress import progress_bar, render
 from rlaif.errors import RlaifError
 
@@ -38,14 +38,11 @@ def collect_command(
     config: str = typer.Option(None, "--config", help="Config file whose reward.judges judged graders use."),
 ) -> None:
     """Run a teacher on an environment's tasks, grade every trajectory, keep those that pass (resumable)."""
-    from rlaif.config import SandboxConfig
     from rlaif.distill.collect import Collector, Elicitation, Teacher, summary
     from rlaif.distill.dataset import CollectionDir
     from rlaif.distill.elicit import read_system_prompts
-    from rlaif.env import GradeContext
     from rlaif.policy import Sampling
     from rlaif.registry import load_environment
-    from rlaif.sandbox.pool import SandboxPools
     from rlaif_rewards.cost import Price
 
     if split not in ("train", "test", "all"):
@@ -57,8 +54,7 @@ def collect_command(
         raise RlaifError("--budget-usd needs the teacher's prices: give --input-usd-per-mtok and --output-usd-per-mtok")
     teacher = Teacher(teacher_spec)
     env = load_environment(env_name, {"data": data} if data else {})
-    tasks = [t for s in (("train", "test") if split == "all" else (split,)) for t in env.tasks(s)]
-    tasks = tasks[:limit] if limit else tasks
+    tasks = split_tasks(env, split, limit)
     variants = read_system_prompts(system_prompts) if system_prompts else []
     elicitation = Elicitation(Sampling(temperature=temperature, max_tokens=max_tokens), samples=samples,
                               system_prompts=variants, rewrites=rewrites, min_reward=min_reward)
@@ -70,16 +66,12 @@ def collect_command(
     started = time.monotonic()
 
     async def run():
-        judges, components = load_reward(config)
-        sandbox = SandboxConfig(backend=backend, pool_size=min(concurrency, 8))
-        async with SandboxPools.from_config(sandbox, run_id=f"collect-{env.name}") as pools:
-            with progress_bar(f"collect {env.name}", len(attempts)) as advance:
-                try:
-                    return await collector.run(attempts, collection, GradeContext(pools, judges, components), advance)
-                finally:
-                    await teacher.close()
-                    for judge in judges.values():
-                        await judge.close()
+        try:
+            async with grading(config, backend, concurrency, f"collect-{env.name}") as ctx:
+                with progress_bar(f"collect {env.name}", len(attempts)) as advance:
+                    return await collector.run(attempts, collection, ctx, advance)
+        finally:
+            await teacher.close()
 
     outcome = asyncio.run(run())
     result = summary(collection, outcome, env=env.name, teacher=teacher.spec, split=split,

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -22,6 +25,30 @@ def load_reward(config_path: str | None) -> tuple[dict, list]:
 
     reward = load_config(config_path, []).reward
     return {j.name: Judge(j) for j in reward.judges}, reward.components
+
+
+def split_tasks(env: Any, split: str, limit: int = 0) -> list:
+    """The tasks of `split` (train, test or all), the first `limit` of them when limit > 0."""
+    tasks = [t for s in (("train", "test") if split == "all" else (split,)) for t in env.tasks(s)]
+    return tasks[:limit] if limit else tasks
+
+
+@asynccontextmanager
+async def grading(config_path: str | None, backend: str, concurrency: int, run_id: str) -> AsyncIterator[Any]:
+    """A GradeContext for a command: sandbox pools sized to its concurrency and the config's judges, all closed
+    on the way out (the judges even when the pools fail to start)."""
+    from rlaif.config import SandboxConfig
+    from rlaif.env import GradeContext
+    from rlaif.sandbox.pool import SandboxPools
+
+    judges, components = load_reward(config_path)
+    try:
+        sandbox = SandboxConfig(backend=backend, pool_size=min(concurrency, 8))
+        async with SandboxPools.from_config(sandbox, run_id=run_id) as pools:
+            yield GradeContext(pools, judges, components)
+    finally:
+        for judge in judges.values():
+            await judge.close()
 
 
 @app.command("list")
@@ -53,27 +80,16 @@ def check(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Every task's reference earns full reward and an empty answer earns none; exit 1 otherwise."""
-    from rlaif.config import SandboxConfig
-    from rlaif.env import GradeContext
     from rlaif.envcheck import check_environment
     from rlaif.registry import load_environment
-    from rlaif.sandbox.pool import SandboxPools
 
     env = load_environment(name, {"data": data} if data else {})
-    tasks = [t for s in (("train", "test") if split == "all" else (split,)) for t in env.tasks(s)]
-    tasks = tasks[:limit] if limit else tasks
+    tasks = split_tasks(env, split, limit)
 
     async def run() -> dict:
-        sandbox = SandboxConfig(backend=backend, pool_size=min(concurrency, 8))
-        judges, components = load_reward(config)
-        try:
-            async with SandboxPools.from_config(sandbox, run_id=f"envcheck-{env.name}") as pools:
-                with progress_bar(f"checking {env.name}", 2 * len(tasks)) as advance:
-                    ctx = GradeContext(pools, judges, components)
-                    return await check_environment(env, tasks, ctx, concurrency, advance, pass_threshold)
-        finally:
-            for judge in judges.values():
-                await judge.close()
+        async with grading(config, backend, concurrency, f"envcheck-{env.name}") as ctx:
+            with progress_bar(f"checking {env.name}", 2 * len(tasks)) as advance:
+                return await check_environment(env, tasks, ctx, concurrency, advance, pass_threshold)
 
     report = asyncio.run(run())
     if as_json:

@@ -15,7 +15,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from rlaif.cli.env_cmd import load_reward
+from rlaif.cli.env_cmd import grading, split_tasks
 from rlaif.cli.progress import progress_bar, render
 
 
@@ -34,17 +34,13 @@ def eval_command(
     config: str = typer.Option(None, "--config", help="Config file whose reward.judges judged graders use."),
 ) -> None:
     """Run the agent loop with a policy, grade every episode, write trajectories.jsonl and summary.json."""
-    from rlaif.config import SandboxConfig
-    from rlaif.env import GradeContext
     from rlaif.evaluation import evaluate, summarize
     from rlaif.modeldir import require_model_dir
     from rlaif.policy import Sampling, policy_from_spec
     from rlaif.registry import load_environment
-    from rlaif.sandbox.pool import SandboxPools
 
     env = load_environment(env_name, {"data": data} if data else {})
-    tasks = [t for s in (("train", "test") if split == "all" else (split,)) for t in env.tasks(s)]
-    tasks = tasks[:limit] if limit else tasks
+    tasks = split_tasks(env, split, limit)
     out = out or Path("runs") / f"eval-{env.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     endpoint = None if policy.startswith("vllm:") else policy_from_spec(policy)
     model_dir = require_model_dir(policy.removeprefix("vllm:")) if endpoint is None else None
@@ -57,23 +53,19 @@ def eval_command(
 
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # the progress bar, not the engine's start-up notes
         the_policy = endpoint or EnginePolicy.start(str(model_dir), seed=0)
-        sandbox = SandboxConfig(backend=backend, pool_size=min(concurrency, 8))
-        judges, components = load_reward(config)
         with (out / "trajectories.jsonl").open("a") as sink:
             def record(traj) -> None:
                 sink.write(traj.model_dump_json() + "\n")
                 sink.flush()
                 advance()
 
-            async with SandboxPools.from_config(sandbox, run_id=f"eval-{env.name}") as pools:
-                with progress_bar(f"eval {env.name}", len(tasks) * samples) as advance:
-                    try:
-                        return await evaluate(env, tasks, lambda t: the_policy, GradeContext(pools, judges, components),
-                                              sampling, samples=samples, concurrency=concurrency, on_done=record)
-                    finally:
-                        await the_policy.close()
-                        for judge in judges.values():
-                            await judge.close()
+            try:
+                async with grading(config, backend, concurrency, f"eval-{env.name}") as ctx:
+                    with progress_bar(f"eval {env.name}", len(tasks) * samples) as advance:
+                        return await evaluate(env, tasks, lambda t: the_policy, ctx, sampling, samples=samples,
+                                              concurrency=concurrency, on_done=record)
+            finally:
+                await the_policy.close()
 
     trajectories = asyncio.run(run())
     summary = {"env": env.name, "policy": endpoint.name if endpoint else policy, "split": split, "samples": samples,
