@@ -58,7 +58,11 @@ class Rewarder:
 
 
 class RewardService:
-    """A pool of `Rewarder` Ray actors, dispatched round-robin. Call from an asyncio loop in the Ray driver."""
+    """A pool of `Rewarder` Ray actors, dispatched round-robin. Call from an asyncio loop in the Ray driver.
+
+    A worker whose actor or node died is taken out of rotation until it answers a ping again (Ray restarts it
+    wherever its resources are), so lost capacity costs throughput while it lasts, never a wrong score.
+    """
 
     def __init__(self, config: Config, workers: int = 2, num_cpus: float = 0.5, retries: int = 2,
                  resources: dict[str, float] | None = None) -> None:
@@ -69,30 +73,60 @@ class RewardService:
         self.actors = [actor.remote(config, f"reward-{i}") for i in range(workers)]
         self.retries = retries
         self.stats: Counter[str] = Counter()
-        self._next = itertools.cycle(range(workers))
+        self.healthy = set(range(workers))
+        self._probes: dict[int, asyncio.Task] = {}
+        self._turn = itertools.count()
 
     async def start(self) -> None:
         await asyncio.gather(*(a.start.remote() for a in self.actors))
 
     async def grade(self, task: Task, submission: Submission) -> RewardResult:
-        from ray.exceptions import RayActorError, RayTaskError
+        from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
         error: Any = None
         for _ in range(self.retries + 1):
-            actor = self.actors[next(self._next)]
+            i = self._pick()
             try:
-                result = await actor.grade.remote(task, submission)
+                result = await self.actors[i].grade.remote(task, submission)
                 self.stats["graded"] += 1
                 return result
-            except (RayActorError, RayTaskError) as err:
+            except (RayActorError, ActorUnavailableError) as err:
+                self.stats["worker_failures"] += 1
+                self._lose(i)
+                error = err
+            except RayTaskError as err:
                 self.stats["worker_failures"] += 1
                 error = err
         self.stats["failed"] += 1
         return RewardResult(status="infra_error", details={"error": f"reward workers failed: {type(error).__name__}"})
 
+    def _pick(self) -> int:
+        """The next healthy worker; with none healthy, any (the call waits for Ray to restart it)."""
+        pool = sorted(self.healthy) or list(range(len(self.actors)))
+        return pool[next(self._turn) % len(pool)]
+
+    def _lose(self, i: int) -> None:
+        if i in self.healthy:
+            self.healthy.discard(i)
+            self.stats["workers_lost"] += 1
+            self._probes[i] = asyncio.create_task(self._probe(i))
+
+    async def _probe(self, i: int) -> None:
+        """Ping a lost worker until it answers (restarted), then put it back in rotation."""
+        while True:
+            try:
+                await asyncio.wait_for(self.actors[i].ping.remote(), 10.0)
+                break
+            except Exception:  # still restarting, or not placed yet
+                await asyncio.sleep(1.0)
+        self.healthy.add(i)
+        self._probes.pop(i, None)
+
     async def close(self) -> None:
         import ray
 
+        for probe in self._probes.values():
+            probe.cancel()
         await asyncio.gather(*(a.close.remote() for a in self.actors), return_exceptions=True)
         for actor in self.actors:
             ray.kill(actor)

@@ -159,7 +159,25 @@ class TrainConfig(Section):
     learner_gpus: float = Field(default=0.0, ge=0)
     """GPUs per learner."""
     reward_workers: int = Field(default=1, ge=1)
-    """Reward service actors (CPU)."""
+    """Reward service actors (CPU): they run the unit tests in sandboxes on their node, and the judges' calls."""
+    reward_cpus: float = Field(default=0.5, ge=0)
+    """Ray CPUs per reward worker."""
+    colocate: bool = False
+    """Put the rollout engines on the learners' node, in one placement group (STRICT_PACK), e.g. to share a GPU
+    through fractional `*_gpus`. False: learners are packed together and engines spread over the nodes, so a
+    lost node takes as few engines as possible."""
+    learner_resources: dict[str, float] = Field(default_factory=dict)
+    """Custom Ray resources each learner needs besides CPUs and GPUs, e.g. `{learner: 1}` to pin learners to
+    nodes started with `ray start --resources='{"learner": 1}'`."""
+    rollout_resources: dict[str, float] = Field(default_factory=dict)
+    """Custom Ray resources each rollout worker needs, e.g. `{sandbox: 1}` when its tools run in Docker
+    sandboxes on its node."""
+    reward_resources: dict[str, float] = Field(default_factory=dict)
+    """Custom Ray resources each reward worker needs, e.g. `{sandbox: 1}`: nodes with the `sandbox` resource
+    must have a Docker engine (checked when the run starts)."""
+    worker_restart_timeout_s: float = Field(default=600.0, gt=0)
+    """How long the run waits for a rollout worker lost with its node to come back (Ray restarts it where the
+    resources allow) when no other worker is left; past it the run ends with a checkpoint to resume from."""
     episode_concurrency: int = Field(default=64, ge=1)
     """Episodes in flight at once, over all rollout workers."""
     gpu_memory_utilization: float = Field(default=0.3, gt=0, le=1)
@@ -251,6 +269,19 @@ class RewardConfig(Section):
     """Components added to every task's reward, besides the environment's own graders."""
 
 
+class LaunchConfig(Section):
+    working_dir: str | None = None
+    """A local folder uploaded with the job for `rlaif launch` (plugin code, data files); the job runs in it."""
+    excludes: list[str] = Field(default_factory=list)
+    """gitignore-style patterns left out of `working_dir` (Ray's own limit on an upload is 500 MiB)."""
+    env_vars: list[str] = Field(default_factory=list)
+    """Names of environment variables copied from the submitting shell into the job (e.g. ANTHROPIC_API_KEY).
+    Names only: a value never belongs in a config file. Ray shows a job's environment to whoever can read
+    its dashboard; on a shared cluster, give secrets to the nodes instead (a Kubernetes Secret)."""
+    pip: list[str] = Field(default_factory=list)
+    """Extra pip requirements Ray installs for the job (e.g. an environment plugin's package)."""
+
+
 class Config(Section):
     """The whole rlaif config."""
 
@@ -270,6 +301,8 @@ class Config(Section):
     """Orchestration: sync or async, resources, weight sync, checkpoints."""
     reward: RewardConfig = Field(default_factory=RewardConfig)
     """Judges and reward composition."""
+    launch: LaunchConfig = Field(default_factory=LaunchConfig)
+    """What `rlaif launch` sends with the job to a Ray cluster."""
 
 
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Config:

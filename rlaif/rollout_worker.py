@@ -34,9 +34,13 @@ class RolloutWorker:
         self.pools: Any = None
 
     async def start(self) -> None:
+        """Start the engine and the sandbox pools; a no-op when started (the trainer calls it again after a
+        restart, which Ray does with a fresh instance)."""
         from rlaif.engine_policy import EnginePolicy
         from rlaif.sandbox.pool import SandboxPools
 
+        if self.policy is not None:
+            return
         self.env = load_environment(self.config.env.name, self.config.env.args)
         self.pools = await SandboxPools.from_config(self.config.sandbox, run_id=f"rollout-{self.index}").__aenter__()
         model = self.config.model

@@ -36,6 +36,7 @@ from rlaif.config import Config, TrainConfig, dump_config
 from rlaif.errors import RlaifError
 from rlaif.learner import Learner, Sample
 from rlaif.loss import group_advantages
+from rlaif.placement import alive_nodes, check_fits, check_sandbox_nodes, plan_layout
 from rlaif.registry import load_environment
 from rlaif.rollout_worker import RolloutWorker
 from rlaif.rundir import RunDir
@@ -76,6 +77,7 @@ class _State:
     buffer: list[ScoredGroup] = field(default_factory=list)
     requeue: list[int] = field(default_factory=list)
     dropped: Counter[str] = field(default_factory=Counter)
+    lost: Counter[str] = field(default_factory=Counter)
     samples: int = 0
     phases: Counter[str] = field(default_factory=Counter)
 
@@ -104,6 +106,10 @@ class Trainer:
         self.changed = asyncio.Event()
         self.episode_slots = asyncio.Semaphore(config.train.episode_concurrency)
         self.step_stats: Counter[str] = Counter()
+        self.healthy: set[int] = set()  # rollout workers in service
+        self.reviving: dict[int, asyncio.Task] = {}
+        self.sync_lock = asyncio.Lock()
+        self.group_ok = False  # the broadcast group holds every worker's engine
 
     # ---- the data stream -------------------------------------------------------------------------------
     def task_at(self, index: int) -> Task:
@@ -128,25 +134,31 @@ class Trainer:
         from rlaif_rewards.service import RewardService
 
         t = self.config.train
-        bundles = [{"CPU": t.learner_cpus, "GPU": t.learner_gpus}] * t.learners
-        bundles += [{"CPU": t.rollout_cpus, "GPU": t.rollout_gpus}] * t.rollout_workers
-        bundles = [{k: v for k, v in b.items() if v > 0} or {"CPU": 0.01} for b in bundles]
-        _check_resources(bundles + [{"CPU": 0.5}] * t.reward_workers)
-        self.pg = placement_group(bundles, strategy="PACK")
+        layout = plan_layout(t)
+        check_fits(layout, alive_nodes())
+        await asyncio.to_thread(check_sandbox_nodes, self.config.sandbox.backend)
+        self.pgs = [placement_group(g.bundles, strategy=g.strategy) for g in layout.groups]
         try:
-            await asyncio.wait_for(self.pg.ready(), timeout=300)
+            await asyncio.wait_for(asyncio.gather(*(pg.ready() for pg in self.pgs)), timeout=300)
         except TimeoutError:
-            raise RlaifError(f"Ray could not place the learner and rollout workers {bundles} within 300 s; "
-                             "free resources or lower train.*_cpus / train.*_gpus") from None
+            shown = [f"{g.strategy} {g.bundles}" for g in layout.groups]
+            raise RlaifError(f"Ray could not place the learner and rollout workers ({'; '.join(shown)}) within "
+                             "300 s: the resources exist but are taken; free them or lower train.*_cpus / "
+                             "train.*_gpus") from None
+
+        def on(role: str, i: int, **options: Any) -> Any:
+            """Actor options for the `i`-th actor of `role`: its bundle's resources, in its placement group."""
+            g, b = layout.slot(role, i)
+            bundle = layout.groups[g].bundles[b]
+            custom = {k: v for k, v in bundle.items() if k not in ("CPU", "GPU")}
+            strategy = PlacementGroupSchedulingStrategy(placement_group=self.pgs[g], placement_group_bundle_index=b)
+            return dict(num_cpus=bundle.get("CPU", 0), num_gpus=bundle.get("GPU", 0), resources=custom,
+                        scheduling_strategy=strategy, **options)
+
         lc = self.config.learner
-
-        def on(bundle: int) -> PlacementGroupSchedulingStrategy:
-            return PlacementGroupSchedulingStrategy(placement_group=self.pg, placement_group_bundle_index=bundle)
-
         learner = ray.remote(Learner)
         self.learners = [
-            learner.options(num_cpus=bundles[i].get("CPU", 0), num_gpus=bundles[i].get("GPU", 0),
-                            scheduling_strategy=on(i)).remote(
+            learner.options(**on("learner", i)).remote(
                 self.config.model.path, lr=lc.lr, variant=lc.loss, eps_low=lc.eps_low, eps_high=lc.eps_high,
                 beta=lc.beta, tis_cap=lc.tis_cap, max_grad_norm=lc.max_grad_norm, micro_batch=lc.micro_batch,
                 max_completion_length=self.config.rollout.max_tokens, weight_decay=lc.weight_decay,
@@ -157,59 +169,141 @@ class Trainer:
         if t.learners > 1:
             address = await self.learner.endpoint.remote()
             await asyncio.gather(*(a.join.remote(address, rank, t.learners) for rank, a in enumerate(self.learners)))
+        # Ray restarts a worker lost with its node (its bundle moves to a node that has room); `_revive` then
+        # starts its engine again and gives it the current weights.
         worker = ray.remote(RolloutWorker)
-        self.workers = [
-            worker.options(num_cpus=bundles[t.learners + i].get("CPU", 0),
-                           num_gpus=bundles[t.learners + i].get("GPU", 0), scheduling_strategy=on(t.learners + i),
-                           max_concurrency=t.episode_concurrency + 8,
-                           ).remote(self.config, i)
-            for i in range(t.rollout_workers)]
-        self.reward = RewardService(self.config, workers=t.reward_workers, num_cpus=0.5)
+        self.new_worker = lambda i: worker.options(**on("rollout worker", i, max_restarts=-1, max_task_retries=0,
+                                                        max_concurrency=t.episode_concurrency + 8)
+                                                   ).remote(self.config, i)
+        self.workers = [self.new_worker(i) for i in range(t.rollout_workers)]
+        self.healthy = set(range(t.rollout_workers))
+        self.reward = RewardService(self.config, workers=t.reward_workers, num_cpus=t.reward_cpus,
+                                    resources=t.reward_resources)
         await asyncio.gather(*(w.start.remote() for w in self.workers), self.reward.start())
         if self.transport == "broadcast":
-            host, port = (await self.learner.endpoint.remote()).rsplit(":", 1)
-            world = 1 + t.rollout_workers  # the learner, then one worker process per engine (no tensor parallelism)
-            await asyncio.gather(self.learner.open_weight_group.remote(host, int(port), world),
-                                 *(w.join_weight_group.remote(host, int(port), 1 + i, world)
-                                   for i, w in enumerate(self.workers)))
+            await self._open_weight_group()
         if resume_from is not None:
             self._restore(resume_from)
             await asyncio.gather(*(a.load.remote(str(resume_from)) for a in self.learners))
         await self.sync_weights()
 
+    async def _open_weight_group(self) -> None:
+        """(Re)build the broadcast group: the learner, then one worker process per engine (no tensor parallelism)."""
+        host, port = (await self.learner.endpoint.remote()).rsplit(":", 1)
+        world = 1 + len(self.workers)
+        await asyncio.gather(self.learner.open_weight_group.remote(host, int(port), world),
+                             *(w.join_weight_group.remote(host, int(port), 1 + i, world)
+                               for i, w in enumerate(self.workers)))
+        self.group_ok = True
+
     async def close(self) -> None:
         import ray
 
-        for task in self.inflight.values():
+        pending = [*self.inflight.values(), *self.reviving.values()]
+        for task in pending:
             task.cancel()
-        await asyncio.gather(*self.inflight.values(), return_exceptions=True)
+        await asyncio.gather(*pending, return_exceptions=True)
         await asyncio.gather(*(w.close.remote() for w in getattr(self, "workers", [])), return_exceptions=True)
         if hasattr(self, "reward"):
             await self.reward.close()
         for actor in [*getattr(self, "workers", []), *getattr(self, "learners", [])]:
             if actor is not None:
                 ray.kill(actor)
-        if hasattr(self, "pg"):
-            ray.util.remove_placement_group(self.pg)
+        for pg in getattr(self, "pgs", []):
+            ray.util.remove_placement_group(pg)
 
     async def sync_weights(self) -> float:
-        """Send the learner's weights to every engine; returns seconds.
+        """Send the learner's weights to every healthy engine; returns seconds.
 
         Object store: one copy of the buckets, shared by all engines. Broadcast: the engines receive the layout
-        first, then the learner broadcasts the buckets while every engine receives them.
+        first, then the learner broadcasts the buckets while every engine receives them. The broadcast needs
+        every engine of its group: while one is lost, the others take the object-store path, and the group is
+        rebuilt once all are back. An engine that fails here is lost like one that fails an episode.
         """
-        started = time.monotonic()
-        version, layout = self.state.version, (self.config.train.bucket_mb, self.config.model.dtype)
-        if self.transport == "broadcast":
-            plans, expected = self.learner.weight_plan.options(num_returns=2).remote(*layout)
-            await asyncio.gather(self.learner.broadcast_weights.remote(),
-                                 *(w.receive_weights.remote(plans, version, expected) for w in self.workers))
-        else:
-            buckets, expected = self.learner.sync_payload.options(num_returns=2).remote(*layout)
-            await asyncio.gather(*(w.load_weights.remote(buckets, version, expected) for w in self.workers))
-        self.engine_version = version
+        async with self.sync_lock:
+            started = time.monotonic()
+            version, layout = self.state.version, (self.config.train.bucket_mb, self.config.model.dtype)
+            targets = sorted(self.healthy)
+            if self.transport == "broadcast" and not self.group_ok and len(targets) == len(self.workers):
+                await self._open_weight_group()
+            if self.transport == "broadcast" and self.group_ok and len(targets) == len(self.workers):
+                plans, expected = self.learner.weight_plan.options(num_returns=2).remote(*layout)
+                sender = self.learner.broadcast_weights.remote()
+                results = await asyncio.gather(*(self.workers[i].receive_weights.remote(plans, version, expected)
+                                                 for i in targets), return_exceptions=True)
+                if any(_lost(r) for r in results):
+                    self.group_ok = False  # the learner's send fails or times out; its group is rebuilt later
+                    await asyncio.gather(sender, return_exceptions=True)
+                else:
+                    await sender
+            else:
+                buckets, expected = self.learner.sync_payload.options(num_returns=2).remote(*layout)
+                results = await asyncio.gather(*(self.workers[i].load_weights.remote(buckets, version, expected)
+                                                 for i in targets), return_exceptions=True)
+            for i, result in zip(targets, results, strict=True):
+                if _lost(result):
+                    self._lose_worker(i)
+                elif isinstance(result, BaseException):
+                    raise result
+            self.engine_version = version
         self.changed.set()
         return time.monotonic() - started
+
+    def _lose_worker(self, i: int) -> None:
+        """Take rollout worker `i` out of service and wait for Ray to restart it (see `_revive`)."""
+        if i not in self.healthy:
+            return
+        self.healthy.discard(i)
+        self.group_ok = False
+        self._count_lost("rollout_worker")
+        self.reviving[i] = asyncio.create_task(self._revive(i))
+
+    async def _revive(self, i: int) -> None:
+        """Start the restarted worker's engine and give it the current weights, then put it back in service.
+        A worker Ray gave up on (its restart failed) is replaced by a new actor in the same bundle.
+
+        It is stamped with the learner's version at the time, which may be one behind the weights it gets (a
+        step may be in flight): staleness is over-counted, never under-counted.
+        """
+        from ray.exceptions import ActorDiedError
+
+        deadline = time.monotonic() + self.config.train.worker_restart_timeout_s
+        while True:
+            worker = self.workers[i]
+            try:
+                await asyncio.wait_for(worker.start.remote(), max(1.0, deadline - time.monotonic()))
+                break
+            except TimeoutError:
+                return  # not back in time: the run goes on with the others
+            except Exception as err:  # restarting, its node went too, or dead for good (then replaced)
+                if time.monotonic() > deadline:
+                    return
+                if isinstance(err, ActorDiedError):
+                    self.workers[i] = self.new_worker(i)
+                    self._count_lost("rollout_worker_replaced")
+                await asyncio.sleep(1.0)
+        async with self.sync_lock:
+            version, layout = self.state.version, (self.config.train.bucket_mb, self.config.model.dtype)
+            buckets, expected = self.learner.sync_payload.options(num_returns=2).remote(*layout)
+            await worker.load_weights.remote(buckets, version, expected)
+        self.healthy.add(i)
+        self.reviving.pop(i, None)
+        self._count_lost("rollout_worker_restarted")
+        self.changed.set()
+
+    async def _pick_worker(self, index: int) -> int:
+        """Worker for group `index`: round-robin over the healthy ones; with none, wait for one to come back."""
+        deadline = time.monotonic() + self.config.train.worker_restart_timeout_s
+        while not self.healthy:
+            if time.monotonic() > deadline:
+                raise RlaifError(f"no rollout worker has been alive for {self.config.train.worker_restart_timeout_s:g}"
+                                 " s (their nodes are lost and Ray found no room to restart them)")
+            await asyncio.sleep(0.5)
+        preferred = index % len(self.workers)
+        if preferred in self.healthy:
+            return preferred
+        alive = sorted(self.healthy)
+        return alive[index % len(alive)]
 
     # ---- generation ---------------------------------------------------------------------------------------
     def _may_admit(self) -> bool:
@@ -253,15 +347,25 @@ class Trainer:
         self.state.dropped[reason] += groups
         self.step_stats[f"dropped/{reason}"] += groups
 
+    def _count_lost(self, what: str) -> None:
+        self.state.lost[what] += 1
+        self.step_stats[f"lost/{what}"] += 1
+
     async def _generate_group(self, index: int) -> ScoredGroup:
         task, n = self.task_at(index), self.config.rollout.group_size
-        worker = self.workers[index % len(self.workers)]
+        i = await self._pick_worker(index)
+        worker = self.workers[i]
         version = self.engine_version
         group_id = f"{task.id}@{index}"
 
         async def episode(j: int) -> Trajectory:
             async with self.episode_slots:
-                traj, submission = await worker.rollout.remote(task, group_id)
+                try:
+                    traj, submission = await worker.rollout.remote(task, group_id)
+                except Exception as err:
+                    if _lost(err):
+                        self._lose_worker(i)
+                    raise
             if submission is not None:
                 started = time.monotonic()
                 traj.reward = await self.reward.grade(task, submission)
@@ -348,7 +452,15 @@ class Trainer:
                 train_s = sync_s = 0.0
                 if samples:
                     started = time.monotonic()
-                    metrics.update(await self._learn(samples))
+                    try:
+                        metrics.update(await self._learn(samples))
+                    except Exception as err:
+                        if not _lost(err):
+                            raise
+                        raise RlaifError(f"a learner died ({type(err).__name__}); the run stops at step "
+                                         f"{self.state.step}: continue it from its last checkpoint with "
+                                         f"`rlaif train --resume {self.rundir.path}` (or `rlaif launch --resume`)"
+                                         ) from None
                     train_s = time.monotonic() - started
                     self.state.version += 1
                 else:
@@ -369,6 +481,8 @@ class Trainer:
                                 "trained_groups": [g.index for g in batch] if samples else [],
                                 "tokens_per_s": metrics.get("completion_tokens", 0.0) / step_s if step_s else 0.0})
                 metrics.update({f"dropped_total/{k}": v for k, v in self.state.dropped.items()})
+                metrics.update({f"lost_total/{k}": v for k, v in self.state.lost.items()})
+                metrics.update({f"reward_service/{k}": v for k, v in self.reward.stats.items()})
                 metrics.update(self.step_stats)
                 self.step_stats.clear()
                 self.state.samples += episodes
@@ -388,6 +502,7 @@ class Trainer:
         return {"steps": self.state.step, "samples": samples_after_first, "wall_s": wall,
                 "samples_per_s": samples_after_first / wall if wall else 0.0,
                 "phases_s": dict(phases_after_first), "dropped": dict(self.state.dropped),
+                "lost": dict(self.state.lost), "reward_service": dict(self.reward.stats),
                 "run_dir": str(self.rundir.path), "model_dir": str(await self.export_model())}
 
     async def export_model(self) -> Path:
@@ -433,7 +548,8 @@ class Trainer:
         trainer_state = {
             "step": s.step, "version": s.version, "cursor": s.cursor,
             "requeue": sorted([*s.requeue, *self.inflight]),
-            "buffer": [g.to_json() for g in s.buffer], "dropped": dict(s.dropped), "samples": s.samples,
+            "buffer": [g.to_json() for g in s.buffer], "dropped": dict(s.dropped), "lost": dict(s.lost),
+            "samples": s.samples,
             "offsets": self.rundir.offsets(), "config": dump_config(self.config),
         }
         staging = checkpoint.staging_dir(self.rundir.path, s.step)
@@ -444,7 +560,8 @@ class Trainer:
         data = checkpoint.read_trainer_state(path)
         self.state = _State(step=data["step"], version=data["version"], cursor=data["cursor"],
                             buffer=[ScoredGroup.from_json(g) for g in data["buffer"]], requeue=list(data["requeue"]),
-                            dropped=Counter(data["dropped"]), samples=data["samples"])
+                            dropped=Counter(data["dropped"]), lost=Counter(data.get("lost", {})),
+                            samples=data["samples"])
         self.rundir.truncate(data["offsets"])
 
 
@@ -469,16 +586,11 @@ def _cost(details: Any) -> float:
     return 0.0
 
 
-def _check_resources(bundles: list[dict[str, float]]) -> None:
-    """One line naming what is missing when the cluster cannot hold the actors at all (rather than a hang)."""
-    import ray
+def _lost(result: object) -> bool:
+    """Whether an actor call's error means the actor (or its node) is gone, rather than a failure inside it."""
+    from ray.exceptions import ActorUnavailableError, RayActorError
 
-    have = ray.cluster_resources()
-    for kind in ("CPU", "GPU"):
-        need = sum(b.get(kind, 0.0) for b in bundles)
-        if need > have.get(kind, 0.0) + 1e-9:
-            raise RlaifError(f"the run needs {need:g} {kind}s (learner, rollout workers, reward workers) but the "
-                             f"Ray cluster has {have.get(kind, 0.0):g}; lower train.*_{kind.lower()}s or add nodes")
+    return isinstance(result, RayActorError | ActorUnavailableError)
 
 
 def _start_ray(config: Config) -> None:
@@ -486,11 +598,12 @@ def _start_ray(config: Config) -> None:
 
     t = config.train
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # inherited by the actors: the console shows progress
-    if t.ray_address:
+    address = t.ray_address or os.environ.get("RAY_ADDRESS")  # set inside a Ray job (`rlaif launch`)
+    if address:
         import ray
 
         if not ray.is_initialized():
-            ray.init(address=t.ray_address)
+            ray.init(address=address)
         return
     needed = t.learner_cpus + t.rollout_workers * t.rollout_cpus + 0.5 * t.reward_workers + 1
     init_local_ray(num_cpus=max(os.cpu_count() or 1, math.ceil(needed)))

@@ -12,6 +12,7 @@ from rlaif.cli import (
     env_cmd,
     eval_cmd,
     judge_cmd,
+    launch_cmd,
     model_cmd,
     quickstart_cmd,
     report_cmd,
@@ -41,24 +42,7 @@ app.command("sft")(sft_cmd.sft_command)
 app.command("train")(train_cmd.train_command)
 app.command("report")(report_cmd.report_command)
 app.command("quickstart")(quickstart_cmd.quickstart_command)
-
-# Commands whose capability has not landed yet, and the issue that brings each.
-COMING = {
-    "launch": ("Submit a run to a Ray cluster.", 8),
-}
-
-
-def _coming(name: str, help_text: str, issue: int) -> None:
-    def command(args: list[str] = typer.Argument(None, hidden=True)) -> None:
-        raise RlaifError(f"`rlaif {name}` is not yet available: it arrives with issue #{issue}")
-
-    app.command(name, help=f"{help_text} (not yet available: issue #{issue})",
-                context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(command)
-
-
-for _name, (_help, _issue) in COMING.items():
-    _coming(_name, _help, _issue)
-
+app.command("launch")(launch_cmd.launch_command)
 
 def main() -> None:
     """Run the CLI; a user-facing error becomes one line on stderr and a non-zero exit."""

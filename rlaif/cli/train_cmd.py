@@ -44,6 +44,8 @@ def train_command(
         def on_step(progress) -> None:
             shown = [fmt.format(progress.metrics[key]) for key, fmt in SHOWN if key in progress.metrics]
             bar.update(task, completed=progress.step, status="  ".join(shown))
+            if not stderr.is_terminal:  # a log (a Ray job's, say) gets one line per step instead of a live bar
+                stderr.print(f"step {progress.step}/{progress.steps}  " + "  ".join(shown), highlight=False)
 
         summary = train(config, resume=resume, on_step=on_step)
     typer.echo(json.dumps(summary, indent=2))
