@@ -117,8 +117,9 @@ def _metrics(run: Path) -> list[dict]:
 
 
 def test_launch_survives_a_lost_node_and_resumes_after_a_lost_learner(cluster, tiny_model, tmp_path):
-    """One run, two faults: the node holding the rollout worker dies at step 2 (the run goes on), then the
-    learner dies at step 4 (the job fails, naming the resume), and `rlaif launch --resume` finishes it."""
+    """One run, two faults: the nodes holding the rollout worker and the reward worker die at step 2 (the run
+    goes on), then the learner dies at step 4 (the job fails, naming the resume), and `rlaif launch --resume`
+    finishes it."""
     c, address = cluster
     config = _config(tmp_path, tiny_model, checkpoint_every=1)
     secret = "sk-rlaif-test-5ec2e7"
@@ -127,10 +128,11 @@ def test_launch_survives_a_lost_node_and_resumes_after_a_lost_learner(cluster, t
               "launch.env_vars=[RLAIF_TEST_SECRET]"]
     job = subprocess.Popen(launch, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     run = _wait_for_step(tmp_path / "runs", 2, job)
-    [worker] = _alive_actors(address, "RolloutWorker")
-    [victim] = [n for n in c.worker_nodes if n.node_id == worker.node_id]
-    c.remove_node(victim, allow_graceful=False)  # SIGKILL: the worker, its engine and sandboxes die with the node
-    c.add_node(num_cpus=2, resources={"rollout": 1, "sandbox": 1})  # two sandbox nodes again, for the next tests
+    held = {a.node_id for name in ("RolloutWorker", "Rewarder") for a in _alive_actors(address, name)}
+    for victim in [n for n in c.worker_nodes if n.node_id in held]:
+        c.remove_node(victim, allow_graceful=False)  # SIGKILL: actors, engine and sandboxes die with the node
+        c.add_node(num_cpus=2, resources={"rollout": 1, "sandbox": 1})  # as many sandbox nodes as before
+    killed_at = _metrics(run)[-1]
     _wait_for_step(tmp_path / "runs", 4, job)
     [learner] = _alive_actors(address, "Learner")
     os.kill(learner.pid, signal.SIGKILL)
@@ -140,6 +142,8 @@ def test_launch_survives_a_lost_node_and_resumes_after_a_lost_learner(cluster, t
     assert f"continue it from its last checkpoint with `rlaif train --resume {run}`" in out
     before = _metrics(run)
     assert before[-1]["step"] >= 4 and before[-1]["lost_total/rollout_worker"] >= 1
+    # the reward worker lost with its node came back: grading went on after the loss
+    assert before[-1]["reward_service/graded"] > killed_at["reward_service/graded"]
 
     resumed = _rlaif("launch", "--resume", str(run), "--address", address, "--follow", timeout=600,
                      RLAIF_TEST_SECRET=secret)
