@@ -36,7 +36,6 @@ test: setup
 lint: venv
 	$(BIN)/ruff check .
 
-# The main job arrives with issue #7 (distil, then GRPO, on the tiny model); until then it says so.
 # The whole pipeline on the CPU: base -> collect -> SFT -> GRPO, held-out pass@1 after each (runs/quickstart/).
 # TEACHER=anthropic:MODEL (with ANTHROPIC_API_KEY set) makes Claude the teacher and a judge.
 TEACHER ?= reference

@@ -13,6 +13,7 @@ background if none answers; `ray stop` ends it).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import secrets
@@ -50,18 +51,50 @@ def is_local(address: str) -> bool:
     return urlparse(address if "://" in address else f"http://{address}").hostname in ("127.0.0.1", "localhost")
 
 
-def client(address: str | None, num_cpus: int | None = None) -> tuple[Any, str]:
-    """A JobSubmissionClient for `address`, or for this machine's Ray head (started with `num_cpus` if need be)."""
+def connect(address: str) -> Any:
+    """A JobSubmissionClient for the dashboard at `address`.
+
+    Like Ray's own CLI, a token in ~/.ray/auth_token (or RAY_AUTH_TOKEN) turns token authentication on, unless
+    RAY_AUTH_MODE says otherwise: a head started with such a token refuses clients without it. Raises
+    ConnectionError when nothing answers, RlaifError when the cluster wants a token this shell lacks.
+    """
+    from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+
+        quiet = logging.getLogger(maybe_enable_token_auth_if_token_available.__module__)
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)  # it warns "enabled" on every call
+        try:
+            maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+        finally:
+            quiet.setLevel(level)
+    except ImportError:  # a Ray without token authentication
+        pass
+    try:
+        return JobSubmissionClient(address)
+    except AuthenticationError:
+        raise RlaifError(f"the Ray cluster at {address} requires an authentication token; put the cluster's token "
+                         "in ~/.ray/auth_token or RAY_AUTH_TOKEN (`ray get-auth-token` prints it on the head)"
+                         ) from None
+    except (RuntimeError, ValueError) as err:
+        raise ConnectionError(str(err)) from None
+
+
+def client(address: str | None, num_cpus: int | None = None) -> tuple[Any, str]:
+    """A JobSubmissionClient for `address`, or for this machine's Ray head (started with `num_cpus` if need be)."""
     target = address or LOCAL_ADDRESS
     try:
-        return JobSubmissionClient(target), target
-    except (ConnectionError, RuntimeError, ValueError) as err:
+        return connect(target), target
+    except ConnectionError as err:
         if address is not None:
             raise RlaifError(f"no Ray dashboard answers at {address} ({_first_line(err)}); check the address (the "
                              "head's dashboard, port 8265 by default) and that the cluster is up") from None
-    return JobSubmissionClient(start_local_head(num_cpus)), LOCAL_ADDRESS
+    return connect(start_local_head(num_cpus)), LOCAL_ADDRESS
 
 
 def start_local_head(num_cpus: int | None = None) -> str:
@@ -78,13 +111,11 @@ def start_local_head(num_cpus: int | None = None) -> str:
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode:
         raise RlaifError(f"could not start a local Ray head: {_first_line(done.stderr or done.stdout)}")
-    from ray.job_submission import JobSubmissionClient
-
     for _ in range(60):  # the dashboard answers a few seconds after `ray start` returns
         try:
-            JobSubmissionClient(LOCAL_ADDRESS)
+            connect(LOCAL_ADDRESS)
             return LOCAL_ADDRESS
-        except (ConnectionError, RuntimeError):
+        except ConnectionError:
             time.sleep(1)
     raise RlaifError(f"the local Ray head started but its dashboard does not answer at {LOCAL_ADDRESS}")
 

@@ -76,14 +76,12 @@ def _act(action: str, job_id: str, address: str | None, follow: bool) -> None:
 
 
 def _existing_client(address: str | None) -> Any:
-    from ray.job_submission import JobSubmissionClient
-
-    from rlaif.jobs import LOCAL_ADDRESS
+    from rlaif.jobs import LOCAL_ADDRESS, connect
 
     target = address or LOCAL_ADDRESS
     try:
-        return JobSubmissionClient(target)
-    except (ConnectionError, RuntimeError, ValueError):
+        return connect(target)
+    except ConnectionError:
         raise RlaifError(f"no Ray dashboard answers at {target}; pass --address http://HEAD:8265") from None
 
 
