@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections import Counter
 from typing import Any
 
@@ -65,13 +66,13 @@ class RewardService:
     """
 
     def __init__(self, config: Config, workers: int = 2, num_cpus: float = 0.5, retries: int = 2,
-                 resources: dict[str, float] | None = None) -> None:
+                 resources: dict[str, float] | None = None, restart_timeout_s: float = 600.0) -> None:
         import ray
 
         actor = ray.remote(Rewarder).options(num_cpus=num_cpus, resources=resources or {}, max_restarts=-1,
                                              max_task_retries=0, max_concurrency=1000)
         self.actors = [actor.remote(config, f"reward-{i}") for i in range(workers)]
-        self.retries = retries
+        self.retries, self.restart_timeout_s = retries, restart_timeout_s
         self.stats: Counter[str] = Counter()
         self.healthy = set(range(workers))
         self._probes: dict[int, asyncio.Task] = {}
@@ -81,28 +82,44 @@ class RewardService:
         await asyncio.gather(*(a.start.remote() for a in self.actors))
 
     async def grade(self, task: Task, submission: Submission) -> RewardResult:
-        from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
+        """Grade on a worker in rotation. A call lost with its worker goes to another (waiting, while none is
+        in rotation, up to `restart_timeout_s`) without spending a retry; `retries` bounds calls that failed
+        inside a worker."""
+        from ray.exceptions import RayTaskError
+
+        from rlaif.actors import actor_lost
 
         error: Any = None
-        for _ in range(self.retries + 1):
-            i = self._pick()
+        failures = 0
+        deadline = time.monotonic() + self.restart_timeout_s
+        while failures <= self.retries:
+            i = await self._pick(deadline)
+            if i is None:
+                error = f"no reward worker in rotation for {self.restart_timeout_s:g} s"
+                break
             try:
                 result = await self.actors[i].grade.remote(task, submission)
                 self.stats["graded"] += 1
                 return result
-            except (RayActorError, ActorUnavailableError) as err:
+            except Exception as err:
+                if not (actor_lost(err) or isinstance(err, RayTaskError)):
+                    raise
                 self.stats["worker_failures"] += 1
-                self._lose(i)
-                error = err
-            except RayTaskError as err:
-                self.stats["worker_failures"] += 1
-                error = err
+                error = type(err).__name__
+                if actor_lost(err):
+                    self._lose(i)
+                else:
+                    failures += 1
         self.stats["failed"] += 1
-        return RewardResult(status="infra_error", details={"error": f"reward workers failed: {type(error).__name__}"})
+        return RewardResult(status="infra_error", details={"error": f"reward workers failed: {error}"})
 
-    def _pick(self) -> int:
-        """The next healthy worker; with none healthy, any (the call waits for Ray to restart it)."""
-        pool = sorted(self.healthy) or list(range(len(self.actors)))
+    async def _pick(self, deadline: float) -> int | None:
+        """The next worker in rotation; with none, wait for one to come back until `deadline` (then None)."""
+        while not self.healthy:
+            if time.monotonic() > deadline:
+                return None
+            await asyncio.sleep(0.5)
+        pool = sorted(self.healthy)
         return pool[next(self._turn) % len(pool)]
 
     def _lose(self, i: int) -> None:

@@ -209,11 +209,16 @@ def submit(config_path: str | Path | None, overrides: Sequence[str], *, address:
             stage(config, Path(staging))
             runtime_env["working_dir"] = staging
         entrypoint = shlex.join(["rlaif", "train", *train_args])
-        try:
-            jobs.submit_job(entrypoint=entrypoint, runtime_env=runtime_env, submission_id=job_id,
-                            metadata={"rlaif_run": config.run.name, "run_root": config.run.root})
-        except Exception as err:  # Ray raises RuntimeError or its own errors here
-            raise RlaifError(f"Ray refused the job: {_first_line(err)}") from None
+        for attempt in range(30):
+            try:
+                jobs.submit_job(entrypoint=entrypoint, runtime_env=runtime_env, submission_id=job_id,
+                                metadata={"rlaif_run": config.run.name, "run_root": config.run.root})
+                break
+            except Exception as err:  # Ray raises RuntimeError or its own errors here
+                # A head that has just started answers before its job agent is up: "try again later".
+                if "try again later" not in str(err) or attempt == 29:
+                    raise RlaifError(f"Ray refused the job: {_first_line(err)}") from None
+                time.sleep(2)
     return Submitted(job_id, target, config.run.root)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from rlaif.actors import NotStarted
 from rlaif.agent import run_episode
 from rlaif.config import Config
 from rlaif.engine_extension import WORKER_EXTENSION
@@ -54,7 +55,7 @@ class RolloutWorker:
         No per-request seed: the engine's sampler is seeded once (`run.seed` + worker index); the CPU build's
         engine dies on a per-request seed ("CPU Generator does not use offset").
         """
-        r = self.config.rollout
+        r = self._started().config.rollout
         sampling = Sampling(temperature=r.temperature, max_tokens=r.max_tokens)
         return await run_episode(self.env, task, self.policy, self.pools, sampling, max_turns=r.max_turns,
                                  group_id=group_id, weight_version=self.version)
@@ -65,19 +66,21 @@ class RolloutWorker:
         Returns the seconds spent staging and swapping (generation pauses only for the swap).
         """
         started = time.monotonic()
+        self._started()
         for bucket in buckets:
             await self.policy.engine.collective_rpc("rlaif_stage", args=(bucket.data, bucket.index))
         return await self._swap(version, expected_digest, started, sum(len(b.data) for b in buckets))
 
     async def join_weight_group(self, host: str, port: int, base_rank: int, world_size: int) -> list[int]:
         """Broadcast path: join the learner's weight group (see `rlaif.weight_group`); returns the ranks taken."""
-        return await self.policy.engine.collective_rpc("rlaif_join", args=(host, port, base_rank, world_size))
+        return await self._started().policy.engine.collective_rpc("rlaif_join", args=(host, port, base_rank,
+                                                                                   world_size))
 
     async def receive_weights(self, plans: list[tuple[int, list]], version: int,
                               expected_digest: list[float]) -> dict[str, float]:
         """Broadcast path: receive the buckets laid out as `plans` while the learner sends them, swap, verify."""
         started = time.monotonic()
-        await self.policy.engine.collective_rpc("rlaif_receive", args=(plans,))
+        await self._started().policy.engine.collective_rpc("rlaif_receive", args=(plans,))
         return await self._swap(version, expected_digest, started, sum(size for size, _ in plans))
 
     async def _swap(self, version: int, expected_digest: list[float], started: float, nbytes: int) -> dict[str, float]:
@@ -88,6 +91,11 @@ class RolloutWorker:
             verify(expected_digest, result["digest"])
         self.version = version
         return {"stage_s": staged - started, "swap_s": time.monotonic() - staged, "bytes": float(nbytes)}
+
+    def _started(self) -> RolloutWorker:
+        if self.policy is None:
+            raise NotStarted(f"rollout worker {self.index} has no engine: call start() first")
+        return self
 
     async def close(self) -> None:
         if self.policy is not None:

@@ -13,6 +13,9 @@ Groups are dropped, never trained on, when any episode or reward hit an infrastr
 (`infra_error`), or, with dynamic sampling, when all rewards are equal (no signal); drops are refilled with
 new tasks and counted by reason. Every scored trajectory is appended to the run directory before it is
 used; checkpoints hold the buffer and the tasks in flight, so a resumed run loses and repeats nothing.
+
+Actors are placed as `rlaif.placement` plans; the rollout workers, their weight sync and their return after a
+lost node are `rlaif.fleet`'s. A learner that dies ends the run with the command that resumes it.
 """
 
 from __future__ import annotations
@@ -32,8 +35,10 @@ from typing import Any
 import torch
 
 from rlaif import checkpoint
+from rlaif.actors import actor_lost
 from rlaif.config import Config, TrainConfig, dump_config
 from rlaif.errors import RlaifError
+from rlaif.fleet import Fleet
 from rlaif.learner import Learner, Sample
 from rlaif.loss import group_advantages
 from rlaif.placement import alive_nodes, check_fits, check_sandbox_nodes, plan_layout
@@ -99,17 +104,12 @@ class Trainer:
         self.state = _State()
         self.engine_version = 0
         self.inflight: dict[int, asyncio.Task] = {}
-        self.transport = weight_transport(config.train)
         self.finished_since_draw = 0
         self.infra_streak: list[str] = []  # errors of consecutive groups lost to infrastructure
         self.training = 0  # 1 while a drawn batch is being trained: the next one trains on the version after
         self.changed = asyncio.Event()
         self.episode_slots = asyncio.Semaphore(config.train.episode_concurrency)
         self.step_stats: Counter[str] = Counter()
-        self.healthy: set[int] = set()  # rollout workers in service
-        self.reviving: dict[int, asyncio.Task] = {}
-        self.sync_lock = asyncio.Lock()
-        self.group_ok = False  # the broadcast group holds every worker's engine
 
     # ---- the data stream -------------------------------------------------------------------------------
     def task_at(self, index: int) -> Task:
@@ -169,141 +169,44 @@ class Trainer:
         if t.learners > 1:
             address = await self.learner.endpoint.remote()
             await asyncio.gather(*(a.join.remote(address, rank, t.learners) for rank, a in enumerate(self.learners)))
-        # Ray restarts a worker lost with its node (its bundle moves to a node that has room); `_revive` then
-        # starts its engine again and gives it the current weights.
-        worker = ray.remote(RolloutWorker)
-        self.new_worker = lambda i: worker.options(**on("rollout worker", i, max_restarts=-1, max_task_retries=0,
-                                                        max_concurrency=t.episode_concurrency + 8)
-                                                   ).remote(self.config, i)
-        self.workers = [self.new_worker(i) for i in range(t.rollout_workers)]
-        self.healthy = set(range(t.rollout_workers))
+        worker = ray.remote(RolloutWorker)  # restarted by Ray when it or its node dies (see rlaif.fleet)
+        self.fleet = Fleet(
+            lambda i: worker.options(**on("rollout worker", i, max_restarts=-1, max_task_retries=0,
+                                          max_concurrency=t.episode_concurrency + 8)).remote(self.config, i),
+            t.rollout_workers, self.learner, transport=weight_transport(t),
+            layout=(t.bucket_mb, self.config.model.dtype), restart_timeout_s=t.worker_restart_timeout_s,
+            version=lambda: self.state.version, on_change=self.changed.set, count=self._count_lost)
         self.reward = RewardService(self.config, workers=t.reward_workers, num_cpus=t.reward_cpus,
+                                    restart_timeout_s=t.worker_restart_timeout_s,
                                     resources=t.reward_resources)
-        await asyncio.gather(*(w.start.remote() for w in self.workers), self.reward.start())
-        if self.transport == "broadcast":
-            await self._open_weight_group()
+        await asyncio.gather(self.fleet.start(), self.reward.start())
         if resume_from is not None:
             self._restore(resume_from)
             await asyncio.gather(*(a.load.remote(str(resume_from)) for a in self.learners))
         await self.sync_weights()
 
-    async def _open_weight_group(self) -> None:
-        """(Re)build the broadcast group: the learner, then one worker process per engine (no tensor parallelism)."""
-        host, port = (await self.learner.endpoint.remote()).rsplit(":", 1)
-        world = 1 + len(self.workers)
-        await asyncio.gather(self.learner.open_weight_group.remote(host, int(port), world),
-                             *(w.join_weight_group.remote(host, int(port), 1 + i, world)
-                               for i, w in enumerate(self.workers)))
-        self.group_ok = True
-
     async def close(self) -> None:
         import ray
 
-        pending = [*self.inflight.values(), *self.reviving.values()]
-        for task in pending:
+        for task in self.inflight.values():
             task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        await asyncio.gather(*(w.close.remote() for w in getattr(self, "workers", [])), return_exceptions=True)
+        await asyncio.gather(*self.inflight.values(), return_exceptions=True)
+        if hasattr(self, "fleet"):
+            await self.fleet.close()
         if hasattr(self, "reward"):
             await self.reward.close()
-        for actor in [*getattr(self, "workers", []), *getattr(self, "learners", [])]:
-            if actor is not None:
-                ray.kill(actor)
+        for actor in getattr(self, "learners", []):
+            ray.kill(actor)
         for pg in getattr(self, "pgs", []):
             ray.util.remove_placement_group(pg)
 
     async def sync_weights(self) -> float:
-        """Send the learner's weights to every healthy engine; returns seconds.
-
-        Object store: one copy of the buckets, shared by all engines. Broadcast: the engines receive the layout
-        first, then the learner broadcasts the buckets while every engine receives them. The broadcast needs
-        every engine of its group: while one is lost, the others take the object-store path, and the group is
-        rebuilt once all are back. An engine that fails here is lost like one that fails an episode.
-        """
-        async with self.sync_lock:
-            started = time.monotonic()
-            version, layout = self.state.version, (self.config.train.bucket_mb, self.config.model.dtype)
-            targets = sorted(self.healthy)
-            if self.transport == "broadcast" and not self.group_ok and len(targets) == len(self.workers):
-                await self._open_weight_group()
-            if self.transport == "broadcast" and self.group_ok and len(targets) == len(self.workers):
-                plans, expected = self.learner.weight_plan.options(num_returns=2).remote(*layout)
-                sender = self.learner.broadcast_weights.remote()
-                results = await asyncio.gather(*(self.workers[i].receive_weights.remote(plans, version, expected)
-                                                 for i in targets), return_exceptions=True)
-                if any(_lost(r) for r in results):
-                    self.group_ok = False  # the learner's send fails or times out; its group is rebuilt later
-                    await asyncio.gather(sender, return_exceptions=True)
-                else:
-                    await sender
-            else:
-                buckets, expected = self.learner.sync_payload.options(num_returns=2).remote(*layout)
-                results = await asyncio.gather(*(self.workers[i].load_weights.remote(buckets, version, expected)
-                                                 for i in targets), return_exceptions=True)
-            for i, result in zip(targets, results, strict=True):
-                if _lost(result):
-                    self._lose_worker(i)
-                elif isinstance(result, BaseException):
-                    raise result
-            self.engine_version = version
+        """Send the learner's weights to every rollout worker in service (see `rlaif.fleet`); returns seconds."""
+        started = time.monotonic()
+        await self.fleet.sync(self.state.version)
+        self.engine_version = self.state.version
         self.changed.set()
         return time.monotonic() - started
-
-    def _lose_worker(self, i: int) -> None:
-        """Take rollout worker `i` out of service and wait for Ray to restart it (see `_revive`)."""
-        if i not in self.healthy:
-            return
-        self.healthy.discard(i)
-        self.group_ok = False
-        self._count_lost("rollout_worker")
-        self.reviving[i] = asyncio.create_task(self._revive(i))
-
-    async def _revive(self, i: int) -> None:
-        """Start the restarted worker's engine and give it the current weights, then put it back in service.
-        A worker Ray gave up on (its restart failed) is replaced by a new actor in the same bundle.
-
-        It is stamped with the learner's version at the time, which may be one behind the weights it gets (a
-        step may be in flight): staleness is over-counted, never under-counted.
-        """
-        from ray.exceptions import ActorDiedError
-
-        deadline = time.monotonic() + self.config.train.worker_restart_timeout_s
-        while True:
-            worker = self.workers[i]
-            try:
-                await asyncio.wait_for(worker.start.remote(), max(1.0, deadline - time.monotonic()))
-                break
-            except TimeoutError:
-                return  # not back in time: the run goes on with the others
-            except Exception as err:  # restarting, its node went too, or dead for good (then replaced)
-                if time.monotonic() > deadline:
-                    return
-                if isinstance(err, ActorDiedError):
-                    self.workers[i] = self.new_worker(i)
-                    self._count_lost("rollout_worker_replaced")
-                await asyncio.sleep(1.0)
-        async with self.sync_lock:
-            version, layout = self.state.version, (self.config.train.bucket_mb, self.config.model.dtype)
-            buckets, expected = self.learner.sync_payload.options(num_returns=2).remote(*layout)
-            await worker.load_weights.remote(buckets, version, expected)
-        self.healthy.add(i)
-        self.reviving.pop(i, None)
-        self._count_lost("rollout_worker_restarted")
-        self.changed.set()
-
-    async def _pick_worker(self, index: int) -> int:
-        """Worker for group `index`: round-robin over the healthy ones; with none, wait for one to come back."""
-        deadline = time.monotonic() + self.config.train.worker_restart_timeout_s
-        while not self.healthy:
-            if time.monotonic() > deadline:
-                raise RlaifError(f"no rollout worker has been alive for {self.config.train.worker_restart_timeout_s:g}"
-                                 " s (their nodes are lost and Ray found no room to restart them)")
-            await asyncio.sleep(0.5)
-        preferred = index % len(self.workers)
-        if preferred in self.healthy:
-            return preferred
-        alive = sorted(self.healthy)
-        return alive[index % len(alive)]
 
     # ---- generation ---------------------------------------------------------------------------------------
     def _may_admit(self) -> bool:
@@ -327,12 +230,13 @@ class Trainer:
         except Exception as err:  # an actor died or raised: the group is lost to infrastructure, not a score
             group, reason, error = None, "infra_error", f"{type(err).__name__}: {err}"[:300]
             rows = [{"group_index": index, "dropped": reason, "error": repr(err)[:500]}]
+            lost = actor_lost(err)
         else:
-            reason, error = self._drop_reason(group), _infra_error(group)
+            reason, error, lost = self._drop_reason(group), _infra_error(group), False
             rows = [{**t.model_dump(mode="json"), "group_index": index, "dropped": reason} for t in group.trajectories]
         if error is None:
             self.infra_streak.clear()
-        else:
+        elif not lost:  # a lost worker is the fleet's to bring back (or give up on, which does count)
             self.infra_streak.append(error)
         self.rundir.append_trajectories(rows)
         del self.inflight[index]
@@ -353,19 +257,12 @@ class Trainer:
 
     async def _generate_group(self, index: int) -> ScoredGroup:
         task, n = self.task_at(index), self.config.rollout.group_size
-        i = await self._pick_worker(index)
-        worker = self.workers[i]
         version = self.engine_version
         group_id = f"{task.id}@{index}"
 
         async def episode(j: int) -> Trajectory:
             async with self.episode_slots:
-                try:
-                    traj, submission = await worker.rollout.remote(task, group_id)
-                except Exception as err:
-                    if _lost(err):
-                        self._lose_worker(i)
-                    raise
+                traj, submission = await self.fleet.rollout(index, task, group_id)
             if submission is not None:
                 started = time.monotonic()
                 traj.reward = await self.reward.grade(task, submission)
@@ -452,15 +349,7 @@ class Trainer:
                 train_s = sync_s = 0.0
                 if samples:
                     started = time.monotonic()
-                    try:
-                        metrics.update(await self._learn(samples))
-                    except Exception as err:
-                        if not _lost(err):
-                            raise
-                        raise RlaifError(f"a learner died ({type(err).__name__}); the run stops at step "
-                                         f"{self.state.step}: continue it from its last checkpoint with "
-                                         f"`rlaif train --resume {self.rundir.path}` (or `rlaif launch --resume`)"
-                                         ) from None
+                    metrics.update(await self._learn(samples))
                     train_s = time.monotonic() - started
                     self.state.version += 1
                 else:
@@ -496,8 +385,21 @@ class Trainer:
                 every = self.config.train.checkpoint_every
                 if last or (every and self.state.step % every == 0):
                     await self.save_checkpoint()
+        except Exception as err:
+            # Rollout and reward workers that die are the fleet's and the reward service's to handle; a lost
+            # actor that gets here is a learner, which holds the only copy of the weights and optimizer.
+            if not actor_lost(err):
+                raise
+            raise RlaifError(f"a learner died ({type(err).__name__}); the run stops at step {self.state.step}: "
+                             f"continue it from its last checkpoint with `rlaif train --resume {self.rundir.path}` "
+                             "(or `rlaif launch --resume`)") from None
         finally:
             admit.cancel()
+        # Groups still in flight belong to steps that will not run; the last checkpoint holds them as tasks to
+        # generate again, so none may write a trajectory row after it.
+        for task in self.inflight.values():
+            task.cancel()
+        await asyncio.gather(*self.inflight.values(), return_exceptions=True)
         wall = time.monotonic() - first_step_end if first_step_end and total > 1 else 0.0
         return {"steps": self.state.step, "samples": samples_after_first, "wall_s": wall,
                 "samples_per_s": samples_after_first / wall if wall else 0.0,
@@ -586,13 +488,6 @@ def _cost(details: Any) -> float:
     return 0.0
 
 
-def _lost(result: object) -> bool:
-    """Whether an actor call's error means the actor (or its node) is gone, rather than a failure inside it."""
-    from ray.exceptions import ActorUnavailableError, RayActorError
-
-    return isinstance(result, RayActorError | ActorUnavailableError)
-
-
 def _start_ray(config: Config) -> None:
     from rlaif.local_ray import init_local_ray
 
@@ -605,7 +500,7 @@ def _start_ray(config: Config) -> None:
         if not ray.is_initialized():
             ray.init(address=address)
         return
-    needed = t.learner_cpus + t.rollout_workers * t.rollout_cpus + 0.5 * t.reward_workers + 1
+    needed = t.learners * t.learner_cpus + t.rollout_workers * t.rollout_cpus + t.reward_workers * t.reward_cpus + 1
     init_local_ray(num_cpus=max(os.cpu_count() or 1, math.ceil(needed)))
 
 

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -101,15 +102,16 @@ def _alive_actors(address: str, class_name: str) -> list:
                        raise_on_missing_output=False)
 
 
-def _wait_for_step(runs: Path, step: int, job, timeout: float = 400) -> Path:
+def _wait_for(runs: Path, done: Callable[[dict], bool], job: subprocess.Popen, timeout: float = 400) -> Path:
+    """The run directory, once a metrics row satisfies `done`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for metrics in runs.glob("launched-*/metrics.jsonl"):
-            if any(json.loads(line)["step"] >= step for line in metrics.read_text().splitlines() if line.strip()):
+            if any(done(json.loads(line)) for line in metrics.read_text().splitlines() if line.strip()):
                 return metrics.parent
         assert job.poll() is None or job.returncode == 0, job.stdout.read() if job.stdout else ""
         time.sleep(0.5)
-    raise AssertionError(f"no step {step} within {timeout} s")
+    raise AssertionError(f"no such metrics row within {timeout} s")
 
 
 def _metrics(run: Path) -> list[dict]:
@@ -118,8 +120,8 @@ def _metrics(run: Path) -> list[dict]:
 
 def test_launch_survives_a_lost_node_and_resumes_after_a_lost_learner(cluster, tiny_model, tmp_path):
     """One run, two faults: the nodes holding the rollout worker and the reward worker die at step 2 (the run
-    goes on), then the learner dies at step 4 (the job fails, naming the resume), and `rlaif launch --resume`
-    finishes it."""
+    goes on once the worker is back), then the learner dies (the job fails, naming the resume), and
+    `rlaif launch --resume` finishes it."""
     c, address = cluster
     config = _config(tmp_path, tiny_model, checkpoint_every=1)
     secret = "sk-rlaif-test-5ec2e7"
@@ -127,13 +129,15 @@ def test_launch_survives_a_lost_node_and_resumes_after_a_lost_learner(cluster, t
     launch = [str(BIN / "rlaif"), "launch", str(config), "--address", address, "--follow", "learner.steps=8",
               "launch.env_vars=[RLAIF_TEST_SECRET]"]
     job = subprocess.Popen(launch, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    run = _wait_for_step(tmp_path / "runs", 2, job)
+    run = _wait_for(tmp_path / "runs", lambda row: row["step"] >= 2, job)
     held = {a.node_id for name in ("RolloutWorker", "Rewarder") for a in _alive_actors(address, name)}
     for victim in [n for n in c.worker_nodes if n.node_id in held]:
         c.remove_node(victim, allow_graceful=False)  # SIGKILL: actors, engine and sandboxes die with the node
         c.add_node(num_cpus=2, resources={"rollout": 1, "sandbox": 1})  # as many sandbox nodes as before
     killed_at = _metrics(run)[-1]
-    _wait_for_step(tmp_path / "runs", 4, job)
+    # the worker is back (engine restarted, current weights) and has trained a step since
+    _wait_for(tmp_path / "runs", lambda row: row.get("lost_total/rollout_worker_restarted", 0) >= 1
+              and row["step"] > killed_at["step"] + 1, job)
     [learner] = _alive_actors(address, "Learner")
     os.kill(learner.pid, signal.SIGKILL)
     out, _ = job.communicate(timeout=600)
@@ -141,7 +145,7 @@ def test_launch_survives_a_lost_node_and_resumes_after_a_lost_learner(cluster, t
     assert "error: a learner died (" in out
     assert f"continue it from its last checkpoint with `rlaif train --resume {run}`" in out
     before = _metrics(run)
-    assert before[-1]["step"] >= 4 and before[-1]["lost_total/rollout_worker"] >= 1
+    assert before[-1]["lost_total/rollout_worker"] >= 1 and before[-1]["lost_total/rollout_worker_restarted"] >= 1
     # the reward worker lost with its node came back: grading went on after the loss
     assert before[-1]["reward_service/graded"] > killed_at["reward_service/graded"]
 
@@ -151,13 +155,14 @@ def test_launch_survives_a_lost_node_and_resumes_after_a_lost_learner(cluster, t
     rows = _metrics(run)
     assert [r["step"] for r in rows] == list(range(1, 9))
     last = rows[-1]
-    assert last["lost_total/rollout_worker"] >= 1 and last["lost_total/rollout_worker_restarted"] >= 1
+    assert last["lost_total/rollout_worker"] >= 1  # restored from the checkpoint the resume started from
     trained = [g for r in rows for g in r["trained_groups"]]
     assert len(trained) == len(set(trained)), "a group was trained twice"
     lines = [json.loads(line) for line in (run / "trajectories.jsonl").read_text().splitlines()]
     infra = {t["group_index"] for t in lines if t["dropped"] == "infra_error"}
-    assert infra and not infra & set(trained), "the groups lost with the node must be counted, never trained"
-    assert last["dropped_total/infra_error"] == len(infra)
+    # episodes in flight on the lost node (if any were: a sync can be what finds the worker gone) are counted
+    assert not infra & set(trained), "a group lost with the node was trained"
+    assert last.get("dropped_total/infra_error", 0) == len(infra)
     assert sorted(p.name for p in (run / "checkpoints").glob("step-*")) == ["step-000007", "step-000008"]
     assert (run / "model" / "config.json").is_file() and (run / "tb").is_dir()
     assert not _alive_actors(address, "RolloutWorker") and not _alive_actors(address, "Learner")
