@@ -1,7 +1,7 @@
 """Reward-service judge throughput: 1,000 pointwise verdicts from a judge endpoint that answers after a fixed
 500 ms, at concurrency 32 under a 64 requests/s limit; then the same 1,000 again, from the cache.
 
-The endpoint is a local server behind the real `openai` SDK (rlaif_rewards.fault_server). The first pass is
+The endpoint is a local server behind the real `openai` SDK (tests.support.fault_server). The first pass is
 bounded by the limit (64/s) and the endpoint's latency (32 in flight / 0.5 s = 64/s); what the judge adds on
 top is `p95_overhead_ms`: a call's time minus the endpoint's own 500 ms.
 
@@ -14,14 +14,17 @@ import argparse
 import asyncio
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from rlaif.config import JudgeConfig
+from rlaif.core.config import JudgeConfig
 from rlaif.types import Task
-from rlaif_rewards.fault_server import JudgeEndpoint, Reply
 from rlaif_rewards.judge import Judge
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the fault server lives in tests/support
+from tests.support.fault_server import JudgeEndpoint, Reply
 
 LATENCY_S = 0.5
 CONCURRENCY = 32

@@ -4,7 +4,7 @@ Two reward cases, each run by both trainers:
 - `a_unit_tests`: the `pyfunc` environment's unit tests, run in fresh Docker sandboxes by rlaif's `Rewarder`.
   TRL calls it as an async reward function (TRL runs those on its own event loop thread and awaits a batch's
   rewards together), which builds each Submission as the environment does and grades a batch concurrently.
-- `b_judge_500ms`: a judge endpoint that answers after 500 ms (`rlaif_rewards.fault_server`, served by this
+- `b_judge_500ms`: a judge endpoint that answers after 500 ms (`tests.support.fault_server`, served by this
   process, outside both trainers), through `rlaif_rewards.judge.Judge`; rlaif's side grades with the judge
   alone (the environment's unit tests are left out), TRL's side calls `judge.score` for a batch concurrently
   with the same question, answer and reference rlaif's judge grader sends. The judge's score is a hash of the
@@ -29,7 +29,7 @@ TRL's figures cover the timed steps only: from the end of the warm-up step to th
 Its phases come from wrapping TRL's own methods: `generate` (vLLM's `generate` call), `sync` (weights into
 vLLM), `reward` (`_calculate_rewards`: the reward function and TRL's event-loop hand-off), `train` (the rest
 of the step: tokenising prompts, TRL's logprob recomputation for importance sampling, advantages,
-forward/backward, optimizer step, logging). rlaif's figures are what `rlaif.trainer.train` reports
+forward/backward, optimizer step, logging). rlaif's figures are what `rlaif.train.trainer.train` reports
 (its summary excludes the warm-up step; `learner.steps` is steps + 1; its one checkpoint, at the last step, is
 inside its wall time, while TRL saves none).
 A reward of None (`infra_error`) is never 0: TRL leaves that completion out of its group's baseline and gives it
@@ -60,10 +60,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rlaif_environments.pyfunc.env import PyFunc
-from rlaif_rewards.fault_server import JudgeEndpoint, Reply
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the fault server lives in tests/support
+from tests.support.fault_server import JudgeEndpoint, Reply
 
 if TYPE_CHECKING:
-    from rlaif.config import Config, JudgeConfig
+    from rlaif.core.config import Config, JudgeConfig
     from rlaif.env import Grader
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,7 +111,7 @@ def judge_script(record: dict) -> Reply:
 
 
 def judge_config(params: dict) -> JudgeConfig:
-    from rlaif.config import JudgeConfig
+    from rlaif.core.config import JudgeConfig
 
     return JudgeConfig(endpoint=f"openai:{params['judge_url']}/v1:bench-judge", concurrency=params["judge_concurrency"],
                        cache=None)
@@ -117,7 +119,7 @@ def judge_config(params: dict) -> JudgeConfig:
 
 def rlaif_config(case: str, params: dict) -> Config:
     """The rlaif config both sides grade with (and rlaif's side trains with)."""
-    from rlaif.config import Config
+    from rlaif.core.config import Config
 
     steps = params["steps"] + WARMUP_STEPS
     data: dict[str, Any] = {
@@ -144,7 +146,7 @@ def rlaif_config(case: str, params: dict) -> Config:
 # ---- rlaif ----------------------------------------------------------------------------------------------------
 def run_rlaif(case: str, params: dict) -> dict:
     """rlaif's trainer on one case; its summary's samples, wall time and phases (warm-up excluded)."""
-    from rlaif.trainer import train
+    from rlaif.train.trainer import train
 
     config = rlaif_config(case, params)
     try:

@@ -1,3 +1,3 @@
 """rlaif's reward side, installed as `rlaif_rewards`: tamper-proof unit tests (`unit_tests`), rubrics, judges
 (`judge`, `providers`, `prompts`, `verdicts`), their cache, limits and cost, composition (`components`), and the
-service in Ray actors or over HTTP (`service`, `http_front`). `fault_server` is a local judge endpoint for tests."""
+service in Ray actors or over HTTP (`service`, `http_front`)."""

@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from rlaif.config import JudgeConfig
+from rlaif.core.config import JudgeConfig
 from rlaif.types import RewardResult, Task
 from rlaif_rewards import prompts
 from rlaif_rewards.cache import VerdictCache, cache_key

@@ -72,7 +72,7 @@ class RubricJudge(Grader):
         self.rubric, self.reference, self.judge, self.weight = rubric, reference, judge, weight
 
     async def grade(self, task: Task, submission: Submission, ctx: GradeContext) -> RewardResult:
-        answer = next((m.content for m in reversed(submission.messages) if m.role == "assistant"), "")
+        answer = submission.answer
         if is_degenerate(answer, task.prompt):
             return RewardResult(total=0.0, components={self.name: 0.0},
                                 details={"short_circuit": "empty or degenerate answer: 0, no judge call"})

@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from rlaif.config import Config
+from rlaif.core.config import Config
 from rlaif.env import GradeContext, Submission
 from rlaif.registry import load_environment
 from rlaif.types import RewardResult, Task
@@ -41,7 +41,7 @@ class Rewarder:
         self.ctx = GradeContext(self._pools, judges, self.config.reward.components)
 
     async def grade(self, task: Task, submission: Submission) -> RewardResult:
-        from rlaif.agent import grade
+        from rlaif_rewards.components import grade
 
         if self.ctx is None:
             await self.start()
@@ -87,7 +87,7 @@ class RewardService:
         inside a worker."""
         from ray.exceptions import RayTaskError
 
-        from rlaif.actors import actor_lost
+        from rlaif.cluster.actors import actor_lost
 
         error: Any = None
         failures = 0

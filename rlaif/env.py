@@ -12,7 +12,7 @@ An environment
 - replays its reference solution as an assistant: `reference_turns(task)` (used by `rlaif env check`
   and by the `reference` teacher).
 
-It never sees the learner or the policy: the agent loop (`rlaif.agent`) drives it, the same way for the
+It never sees the learner or the policy: the agent loop (`rlaif.rollout.agent`) drives it, the same way for the
 student under training and for a teacher such as Claude. Single-turn is `max_turns = 1` and no tools.
 
 Arguments from config (`env.args`) are validated against the nested `Args` model: declare one to take
@@ -21,6 +21,7 @@ any. A minimal environment (see `examples/plugin-env/`) is a few dozen lines.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rlaif.errors import RlaifError
-from rlaif.types import Message, RewardResult, Task, ToolCall
+from rlaif.types import Message, RewardResult, Task, ToolCall, final_answer
 
 if TYPE_CHECKING:
     from rlaif.sandbox.base import Sandbox
@@ -65,6 +66,11 @@ class Submission(BaseModel):
     messages: list[Message]
     files: dict[str, bytes] = Field(default_factory=dict)
     """Paths relative to the work directory, as the task's tests expect them."""
+
+    @property
+    def answer(self) -> str:
+        """The text of the last assistant message ("" when there is none)."""
+        return final_answer(self.messages)
 
 
 class GradeContext:
@@ -164,6 +170,13 @@ class Environment:
     def needs_sandbox(self, task: Task) -> bool:
         """Whether the episode itself needs a sandbox (tools run there). Graders get their own."""
         return bool(self.tools(task))
+
+
+def seeded_split(key: str, test_fraction: float, seed: int = 0) -> Split:
+    """`test` for a seeded-hash share `test_fraction` of keys, else `train`: the same key always lands on the
+    same side, whatever other tasks exist, so adding tasks never moves one across the split."""
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return "test" if int.from_bytes(digest[:8], "big") / 2**64 < test_fraction else "train"
 
 
 FENCE = re.compile(r"```(?:python|py|python3)?[ \t]*\n(.*?)```", re.S)

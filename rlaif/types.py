@@ -7,6 +7,7 @@ ones vLLM sampled: the learner trains on them and never re-tokenises text.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -123,6 +124,17 @@ class Trajectory(Record):
     """Seconds per phase, e.g. `generate`, `tools`, `reward`."""
     reward: RewardResult | None = None
 
+    def infra_error(self) -> str | None:
+        """Why this trajectory cannot be scored (`episode: ...` or `grading: ...`), or None when it can: the
+        episode or its reward hit an infrastructure failure, or it was never graded."""
+        if self.status == "infra_error":
+            return f"episode: {(self.error or 'infra_error')[:200]}"
+        if self.reward is None or self.reward.status == "infra_error":
+            details = self.reward.details if self.reward else {}
+            notes = [d.get("error") or d.get("note") for d in details.values() if isinstance(d, dict)]
+            return "grading: " + str(next((n for n in notes if n), "infra_error"))[:200]
+        return None
+
 
 class Group(Record):
     """The n trajectories of one task that GRPO compares with each other."""
@@ -130,3 +142,8 @@ class Group(Record):
     id: str
     task_id: str
     trajectories: list[Trajectory]
+
+
+def final_answer(messages: Sequence[Message]) -> str:
+    """The text of the last assistant message ("" when there is none): what single-turn graders score."""
+    return next((m.content for m in reversed(messages) if m.role == "assistant"), "")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rlaif.local_ray import LOOPBACK_ENV, init_local_ray
+from rlaif.cluster.local_ray import LOOPBACK_ENV, init_local_ray
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_MODEL = REPO / "models" / "tiny"
@@ -26,7 +26,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 @pytest.fixture(scope="session")
 def tiny_model() -> Path:
     """The default tiny model (built by `make setup`; built here when absent)."""
-    from rlaif.tinymodel import build_tiny_model
+    from rlaif.models.tiny import build_tiny_model
 
     build_tiny_model(TINY_MODEL)
     return TINY_MODEL

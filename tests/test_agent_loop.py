@@ -7,14 +7,15 @@ import asyncio
 
 import pytest
 
-from rlaif.agent import grade, run_episode
 from rlaif.env import GradeContext
-from rlaif.evaluation import evaluate, skip_reason, summarize
-from rlaif.policy import ReplayPolicy, Sampling
+from rlaif.eval.evaluation import evaluate, summarize
+from rlaif.policies.endpoints import ReplayPolicy, Sampling
 from rlaif.registry import load_environment
+from rlaif.rollout.agent import run_episode
 from rlaif.sandbox.base import Limits
 from rlaif.sandbox.pool import SandboxPools
 from rlaif.types import Message, ToolCall
+from rlaif_rewards.components import grade
 
 pytestmark = pytest.mark.docker
 
@@ -73,7 +74,7 @@ def test_a_missing_image_is_an_infra_error_naming_the_image_and_the_run_goes_on(
 
     broken, fine = asyncio.run(go())
     assert broken.reward.status == "infra_error" and broken.reward.total is None
-    assert skip_reason(broken) == ("grading: image rlaif/no-such-image:1 does not exist; build it with "
+    assert broken.infra_error() == ("grading: image rlaif/no-such-image:1 does not exist; build it with "
                                    "`rlaif sandbox build`")
     assert fine.reward.total == 1.0
     summary = summarize([broken, fine], 1)

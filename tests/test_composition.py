@@ -8,15 +8,15 @@ import json
 
 import pytest
 
-from rlaif.config import ComponentConfig, JudgeConfig
+from rlaif.core.config import ComponentConfig, JudgeConfig
 from rlaif.env import GradeContext
-from rlaif.evaluation import evaluate
-from rlaif.policy import ReplayPolicy, Sampling
+from rlaif.eval.evaluation import evaluate
+from rlaif.policies.endpoints import ReplayPolicy, Sampling
 from rlaif.registry import load_environment
 from rlaif.sandbox.base import Limits
 from rlaif.sandbox.pool import SandboxPools
 from rlaif.types import Message
-from rlaif_rewards.fault_server import JudgeEndpoint, Reply
+from tests.support.fault_server import JudgeEndpoint, Reply
 from rlaif_rewards.judge import Judge
 
 pytestmark = pytest.mark.docker

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rlaif.config import ConfigError, load_config
+from rlaif.core.config import ConfigError, load_config
 
 pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parent.parent
@@ -42,6 +42,42 @@ def test_config_show_with_a_typo_exits_nonzero_with_one_line(tmp_path):
     assert done.stderr.strip() == (
         "error: unknown config key 'rollout.temprature'; did you mean 'rollout.temperature'?"
     )
+    assert done.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("text", "overrides", "line"),
+    [
+        pytest.param(
+            "trianer: {lr: 1}\n", [],
+            "error: unknown config key 'trianer' (did you mean 'train'?); also missing required config value"
+            " 'model.path'; set it in the file or pass model.path=...",
+            id="only-a-typoed-section",
+        ),
+        pytest.param(
+            "learner: {lrr: 1}\n", [],
+            "error: unknown config key 'learner.lrr' (did you mean 'learner.lr'?); also missing required config"
+            " value 'model.path'; set it in the file or pass model.path=...",
+            id="typoed-nested-key-and-missing-model-path",
+        ),
+        pytest.param(
+            "model: {path: m}\ntrianer: {lr: 1}\nlearner: {lrr: 1}\n", [],
+            "error: unknown config keys 'learner.lrr' (did you mean 'learner.lr'?), 'trianer' (did you mean 'train'?)",
+            id="two-unknown-keys",
+        ),
+        pytest.param(
+            "model: {path: m}\n", ["trainer.lrr=1"],
+            "error: unknown config key 'trainer'; did you mean 'train'?",
+            id="unknown-key-in-an-override",
+        ),
+    ],
+)
+def test_unknown_keys_are_all_named_before_other_problems(tmp_path, text, overrides, line):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    done = _rlaif("config", "show", str(path), *overrides)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [line]
     assert done.stdout == ""
 
 

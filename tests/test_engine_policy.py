@@ -7,10 +7,10 @@ import asyncio
 
 import pytest
 
-from rlaif.engine_policy import EnginePolicy
 from rlaif.env import GradeContext
-from rlaif.evaluation import evaluate
-from rlaif.policy import Sampling, to_openai_message
+from rlaif.eval.evaluation import evaluate
+from rlaif.policies.endpoints import Sampling, to_openai_message
+from rlaif.policies.engine import EnginePolicy
 from rlaif.registry import load_environment
 from rlaif.sandbox.base import Limits
 from rlaif.sandbox.pool import SandboxPools

@@ -16,13 +16,14 @@ import sys
 
 import pytest
 
-from rlaif.agent import grade, run_episode
 from rlaif.env import GradeContext
-from rlaif.policy import OpenAIPolicy, Sampling
+from rlaif.policies.endpoints import OpenAIPolicy, Sampling
 from rlaif.registry import load_environment
+from rlaif.rollout.agent import run_episode
 from rlaif.sandbox.base import Limits
 from rlaif.sandbox.pool import SandboxPools
 from rlaif.types import Trajectory
+from rlaif_rewards.components import grade
 
 pytestmark = [pytest.mark.vllm, pytest.mark.docker]
 

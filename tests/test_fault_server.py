@@ -14,7 +14,7 @@ import anthropic
 import openai
 import pytest
 
-from rlaif_rewards.fault_server import JudgeEndpoint, Reply
+from tests.support.fault_server import JudgeEndpoint, Reply
 
 pytestmark = pytest.mark.unit
 MESSAGES = [{"role": "user", "content": "Grade this answer."}]

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rlaif.config import load_config
+from rlaif.cluster.jobs import JOB_CONFIG, is_local, job_env, prepare, stage
+from rlaif.core.config import load_config
 from rlaif.errors import RlaifError
-from rlaif.jobs import JOB_CONFIG, is_local, job_env, prepare, stage
 
 
 def _write(tmp_path: Path, **extra: object) -> Path:

@@ -12,10 +12,10 @@ import threading
 
 import pytest
 
-from rlaif.config import JudgeConfig
+from rlaif.core.config import JudgeConfig
 from rlaif.types import Task
 from rlaif_rewards.cost import BudgetExhausted
-from rlaif_rewards.fault_server import JudgeEndpoint, Reply
+from tests.support.fault_server import JudgeEndpoint, Reply
 from rlaif_rewards.judge import Judge
 from rlaif_rewards.prompts import fence
 from rlaif_rewards.rubric import Criterion, Rubric

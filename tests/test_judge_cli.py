@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from rlaif_rewards.fault_server import JudgeEndpoint, Reply
+from tests.support.fault_server import JudgeEndpoint, Reply
 
 pytestmark = pytest.mark.unit
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rlaif.local_ray import LOOPBACK_ENV
+from rlaif.cluster.local_ray import LOOPBACK_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

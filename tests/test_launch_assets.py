@@ -21,8 +21,8 @@ import yaml
 from packaging.requirements import Requirement
 
 from rlaif.cli.launch_cmd import ACTIONS
-from rlaif.config import Config, load_config
-from rlaif.placement import SANDBOX_RESOURCE, check_fits, plan_layout
+from rlaif.cluster.placement import SANDBOX_RESOURCE, check_fits, plan_layout
+from rlaif.core.config import Config, load_config
 
 pytestmark = pytest.mark.unit
 

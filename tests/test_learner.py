@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rlaif.learner import Learner, Sample
+from rlaif.train.learner import Learner, Sample
 
 pytestmark = pytest.mark.unit
 
@@ -93,7 +93,7 @@ def test_a_checkpoint_restores_weights_optimizer_scheduler_and_version_exactly(t
 def test_lora_trains_only_adapters_and_syncs_merged_weights_under_the_base_names(tiny_model, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rlaif.weight_sync import digest, unpack
+    from rlaif.weights.buckets import digest, unpack
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     learner = Learner(str(tiny_model), lr=1e-2, lora_rank=4)

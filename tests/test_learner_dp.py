@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rlaif.learner import Learner
+from rlaif.train.learner import Learner
 from tests.test_learner import _samples
 
 pytestmark = pytest.mark.ray

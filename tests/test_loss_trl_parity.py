@@ -1,4 +1,4 @@
-"""rlaif.loss against TRL 1.16's GRPOTrainer, number for number, plus plain unit tests of the loss.
+"""rlaif.train.loss against TRL 1.16's GRPOTrainer, number for number, plus plain unit tests of the loss.
 
 What of TRL runs, unmodified, in the `trl_parity` tests: the `GRPOTrainer` methods `_generate_and_score_completions`
 (padding, old / reference logprobs, the vLLM importance-sampling ratio, group advantages, the token count),
@@ -31,7 +31,7 @@ from types import MethodType, SimpleNamespace
 import pytest
 import torch
 
-from rlaif.loss import group_advantages, policy_loss
+from rlaif.train.loss import group_advantages, policy_loss
 
 pytestmark = pytest.mark.unit
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from rlaif.config import TrainConfig
+from rlaif.cluster.placement import check_fits, plan_layout, usable
+from rlaif.core.config import TrainConfig
 from rlaif.errors import RlaifError
-from rlaif.placement import check_fits, plan_layout, usable
 
 GPU_NODE = {"CPU": 16.0, "GPU": 4.0, "memory": 1e11, "node:10.0.0.2": 1.0}
 CPU_NODE = {"CPU": 32.0, "sandbox": 8.0, "object_store_memory": 1e9}

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from rlaif.cli.quickstart_cmd import EXAMPLE, _grpo_config
-from rlaif.config import load_config
+from rlaif.core.config import load_config
 
 pytestmark = pytest.mark.unit
 

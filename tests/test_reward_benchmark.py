@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from rlaif_rewards.fault_server import JudgeEndpoint, Reply
+from tests.support.fault_server import JudgeEndpoint, Reply
 from tests.conftest import load_benchmark
 
 pytestmark = pytest.mark.unit

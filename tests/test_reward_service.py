@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from rlaif.config import load_config
+from rlaif.core.config import load_config
 from rlaif.env import Submission
 from rlaif.registry import load_environment
 from rlaif.types import Message

@@ -9,9 +9,9 @@ from datetime import datetime
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from rlaif import rundir
 from rlaif.errors import RlaifError
-from rlaif.rundir import RunDir
+from rlaif.train import rundir
+from rlaif.train.rundir import RunDir
 
 pytestmark = pytest.mark.unit
 CONFIG = "model:\n  path: models/tiny\nlearner:\n  lr: 0.001\n"

@@ -127,7 +127,7 @@ def test_sft_cli_learns_the_answers_and_writes_a_model_directory(tiny_model, tmp
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rlaif.modeldir import inspect_model_dir
+    from rlaif.models.modeldir import inspect_model_dir
 
     data, out = write_dataset(tmp_path / "data", [*add3_rows(), tool_row(16)]), tmp_path / "sft"
     done = rlaif("sft", str(data), "--model", str(tiny_model), "--out", str(out), "--lr", "3e-3", "--epochs", "6",

@@ -25,7 +25,7 @@ def test_vllm_generates_with_exact_token_logprobs(vllm_engine):
 def test_vllm_renders_the_chat_template_with_tools(vllm_engine):
     from vllm import SamplingParams
 
-    from rlaif.modeldir import TOOL_PROBE, TOOL_SPEC
+    from rlaif.models.modeldir import TOOL_PROBE, TOOL_SPEC
 
     outs = vllm_engine.chat(TOOL_PROBE, SamplingParams(max_tokens=4), tools=TOOL_SPEC)
     prompt = vllm_engine.get_tokenizer().decode(outs[0].prompt_token_ids)

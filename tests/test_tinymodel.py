@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from rlaif.errors import RlaifError
-from rlaif.tinymodel import TinySpec, build_tiny_model
+from rlaif.models.tiny import TinySpec, build_tiny_model
 
 pytestmark = pytest.mark.unit
 
@@ -65,7 +65,7 @@ def test_generates_in_transformers(tiny_model):
 def test_chat_template_renders_tools_calls_and_results_and_masks_assistant_turns(tiny_model):
     from transformers import AutoTokenizer
 
-    from rlaif.modeldir import TOOL_PROBE, TOOL_SPEC
+    from rlaif.models.modeldir import TOOL_PROBE, TOOL_SPEC
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     text = tokenizer.apply_chat_template(TOOL_PROBE, tools=TOOL_SPEC, tokenize=False, add_generation_prompt=True)

@@ -3,7 +3,7 @@
 import pytest
 
 from rlaif.errors import RlaifError
-from rlaif.toolcalls import get_parser, parse_hermes
+from rlaif.rollout.toolcalls import get_parser, parse_hermes
 
 pytestmark = pytest.mark.unit
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from rlaif.config import load_config
-from rlaif.trainer import train
-from rlaif_rewards.fault_server import JudgeEndpoint, Reply
+from rlaif.core.config import load_config
+from rlaif.train.trainer import train
+from tests.support.fault_server import JudgeEndpoint, Reply
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ray, pytest.mark.vllm]
 

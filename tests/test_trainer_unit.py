@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from rlaif.config import dump_config, load_config
-from rlaif.rundir import RunDir
-from rlaif.trainer import ScoredGroup, Trainer
+from rlaif.core.config import dump_config, load_config
+from rlaif.train.groups import ScoredGroup
+from rlaif.train.rundir import RunDir
+from rlaif.train.samples import build_samples
+from rlaif.train.trainer import Trainer
 from rlaif.types import RewardResult, Trajectory, Turn
 
 pytestmark = pytest.mark.unit
@@ -64,13 +66,13 @@ def test_sync_every_k_allows_k_minus_one_versions_of_lag(tmp_path):
 
 
 def test_groups_with_an_infrastructure_failure_or_no_signal_are_dropped(tmp_path):
-    trainer = _trainer(tmp_path)
-    assert trainer._drop_reason(ScoredGroup(0, 0, [_traj(1.0), _traj(0.0)])) is None
-    assert trainer._drop_reason(ScoredGroup(0, 0, [_traj(1.0), _traj(None)])) == "infra_error"
-    assert trainer._drop_reason(ScoredGroup(0, 0, [_traj(1.0), _traj(0.0, status="infra_error")])) == "infra_error"
-    assert trainer._drop_reason(ScoredGroup(0, 0, [_traj(0.5), _traj(0.5)])) == "no_signal"
-    kept = _trainer(tmp_path, "learner.dynamic_sampling=false")
-    assert kept._drop_reason(ScoredGroup(0, 0, [_traj(0.5), _traj(0.5)])) is None
+    dynamic = _trainer(tmp_path).config.learner.dynamic_sampling
+    assert ScoredGroup(0, 0, [_traj(1.0), _traj(0.0)]).drop_reason(dynamic) is None
+    assert ScoredGroup(0, 0, [_traj(1.0), _traj(None)]).drop_reason(dynamic) == "infra_error"
+    assert ScoredGroup(0, 0, [_traj(1.0), _traj(0.0, status="infra_error")]).drop_reason(dynamic) == "infra_error"
+    assert ScoredGroup(0, 0, [_traj(0.5), _traj(0.5)]).drop_reason(dynamic) == "no_signal"
+    kept = _trainer(tmp_path, "learner.dynamic_sampling=false").config.learner.dynamic_sampling
+    assert ScoredGroup(0, 0, [_traj(0.5), _traj(0.5)]).drop_reason(kept) is None
 
 
 def test_a_group_staler_than_allowed_is_dropped_when_drawn(tmp_path):
@@ -82,13 +84,12 @@ def test_a_group_staler_than_allowed_is_dropped_when_drawn(tmp_path):
 
 
 def test_samples_carry_group_advantages_every_turn_and_mask_truncated_episodes(tmp_path):
-    trainer = _trainer(tmp_path, "learner.mask_truncated=true")
     group = ScoredGroup(0, 0, [_traj(1.0, turns=2), _traj(0.0, status="truncated")])
-    samples = trainer._samples([group])
+    samples = build_samples([group], 2, scale_rewards=True, mask_truncated=True)
     assert len(samples) == 3  # two turns of the first episode, one of the second
     assert samples[0].advantage == samples[1].advantage > 0 > samples[2].advantage
     assert samples[0].loss_mask == [1, 1, 1] and samples[2].loss_mask == [0, 0, 0]
-    unmasked = _trainer(tmp_path)._samples([group])
+    unmasked = build_samples([group], 2, scale_rewards=True, mask_truncated=False)
     assert unmasked[2].loss_mask == [1, 1, 1]
 
 

@@ -10,8 +10,8 @@ import time
 import pytest
 import torch
 
-from rlaif.engine_extension import WORKER_EXTENSION
-from rlaif.weight_sync import Bucket, WeightSyncError, digest, pack, unpack, verify
+from rlaif.weights.buckets import Bucket, WeightSyncError, digest, pack, unpack, verify
+from rlaif.weights.engine_extension import WORKER_EXTENSION
 
 PROMPT = "def add(a, b):"
 BUCKET_MB = 0.5  # the tiny model is ~2.5 MB in float32: several buckets
@@ -121,7 +121,7 @@ def test_verify_passes_on_equal_digests_and_fails_on_a_perturbed_one(component):
 @pytest.fixture(scope="module")
 def engine(tiny_model):
     """One engine with the worker extension for the module, and `run(coroutine)` on the loop that owns it."""
-    from rlaif.engine_policy import EnginePolicy
+    from rlaif.policies.engine import EnginePolicy
 
     loop = asyncio.new_event_loop()
 
@@ -164,7 +164,7 @@ async def _sync(policy, buckets: list[Bucket]) -> dict:
 
 
 async def _greedy(policy, prompt: str = PROMPT):
-    from rlaif.policy import Sampling
+    from rlaif.policies.endpoints import Sampling
     from rlaif.types import Message
 
     completion = await policy.complete([Message(role="user", content=prompt)], [],
@@ -247,7 +247,7 @@ def test_a_bucket_corrupted_in_transit_fails_verification(engine, tiny_model):
 @pytest.mark.vllm
 def test_a_sync_while_requests_are_generating_completes_them_and_later_requests_use_the_new_weights(
         engine, tiny_model):
-    from rlaif.policy import Sampling
+    from rlaif.policies.endpoints import Sampling
     from rlaif.types import Message
 
     policy, run = engine
@@ -273,7 +273,7 @@ def test_a_sync_while_requests_are_generating_completes_them_and_later_requests_
 
 @pytest.mark.vllm
 def test_the_learners_payload_after_a_step_syncs_and_verifies(engine, tiny_model):
-    from rlaif.learner import Learner, Sample
+    from rlaif.train.learner import Learner, Sample
 
     policy, run = engine
     learner = Learner(str(tiny_model), lr=1e-3)
@@ -310,8 +310,8 @@ def _free_port() -> int:
 def test_planned_buckets_broadcast_in_a_gloo_group_arrive_exactly():
     from concurrent.futures import ThreadPoolExecutor
 
-    from rlaif.weight_group import open_group, receive, send
-    from rlaif.weight_sync import fill, plan
+    from rlaif.weights.buckets import fill, plan
+    from rlaif.weights.group import open_group, receive, send
 
     named = [("a", _randn(33, 7)), ("b", _randn(5, dtype=torch.bfloat16, seed=1)), ("c", torch.tensor(1.5)),
              ("d", _randn(300, seed=2))]
@@ -341,7 +341,7 @@ def test_planned_buckets_broadcast_in_a_gloo_group_arrive_exactly():
 def test_the_learner_broadcasts_its_weights_into_the_engine_which_verifies_and_samples_with_them(
         engine, tiny_model):
     """The broadcast transport end to end: learner rank 0 in this process, the engine's worker as rank 1."""
-    from rlaif.learner import Learner, Sample
+    from rlaif.train.learner import Learner, Sample
 
     policy, run = engine
     learner = Learner(str(tiny_model), lr=1e-3)

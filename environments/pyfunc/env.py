@@ -9,13 +9,12 @@ answer that does not define the entry point is taken as the body that continues 
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
-from rlaif.env import EnvArgs, Environment, Grader, Submission, extract_code
+from rlaif.core.jsonl import read_jsonl
+from rlaif.env import EnvArgs, Environment, Grader, Submission, extract_code, seeded_split
 from rlaif.errors import RlaifError
-from rlaif.jsonl import read_jsonl
-from rlaif.types import Message, Task
+from rlaif.types import Message, Task, final_answer
 from rlaif_rewards.unit_tests import UnitTests
 
 from .generated import generate_functions
@@ -55,9 +54,8 @@ class PyFunc(Environment):
             return [self._humaneval_task(row) for row in rows]
         return [self._generated_task(fn) for fn in generate_functions(self.args.generated, self.args.seed)]
 
-    def _split(self, task_id: str) -> str:
-        digest = hashlib.sha256(f"{self.args.seed}:{task_id}".encode()).digest()
-        return "test" if int.from_bytes(digest[:8], "big") / 2**64 < self.args.test_fraction else "train"
+    def _split(self, key: str) -> str:
+        return seeded_split(key, self.args.test_fraction, self.args.seed)
 
     def _humaneval_task(self, row: dict) -> Task:
         # HumanEval's tests may call helpers from the prompt (poly, encode_cyclic): import the whole namespace.
@@ -82,8 +80,7 @@ class PyFunc(Environment):
                           "entry_point": fn["name"]})
 
     async def submission(self, task: Task, messages: list[Message], sandbox) -> Submission:
-        answer = next((m.content for m in reversed(messages) if m.role == "assistant"), "")
-        code = extract_code(answer)
+        code = extract_code(final_answer(messages))
         stub = task.data.get("stub")
         if stub and f"def {task.data['entry_point']}" not in code:
             code = stub + code

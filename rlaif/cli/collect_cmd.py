@@ -41,7 +41,7 @@ def collect_command(
     from rlaif.distill.collect import Collector, Elicitation, Teacher, summary
     from rlaif.distill.dataset import CollectionDir
     from rlaif.distill.elicit import read_system_prompts
-    from rlaif.policy import Sampling
+    from rlaif.policies.endpoints import Sampling
     from rlaif.registry import load_environment
     from rlaif_rewards.cost import Price
 

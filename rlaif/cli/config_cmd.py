@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from rlaif.config import Config, dump_config, load_config
+from rlaif.core.config import Config, dump_config, load_config
 
 app = typer.Typer(help="Inspect configs.", no_args_is_help=True)
 

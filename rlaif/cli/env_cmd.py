@@ -20,7 +20,7 @@ def load_reward(config_path: str | None) -> tuple[dict, list]:
     """The judges (by name) and extra reward components a config file defines (none without a config)."""
     if not config_path:
         return {}, []
-    from rlaif.config import load_config
+    from rlaif.core.config import load_config
     from rlaif_rewards.judge import Judge
 
     reward = load_config(config_path, []).reward
@@ -37,7 +37,7 @@ def split_tasks(env: Any, split: str, limit: int = 0) -> list:
 async def grading(config_path: str | None, backend: str, concurrency: int, run_id: str) -> AsyncIterator[Any]:
     """A GradeContext for a command: sandbox pools sized to its concurrency and the config's judges, all closed
     on the way out (the judges even when the pools fail to start)."""
-    from rlaif.config import SandboxConfig
+    from rlaif.core.config import SandboxConfig
     from rlaif.env import GradeContext
     from rlaif.sandbox.pool import SandboxPools
 
@@ -80,7 +80,7 @@ def check(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Every task's reference earns full reward and an empty answer earns none; exit 1 otherwise."""
-    from rlaif.envcheck import check_environment
+    from rlaif.eval.envcheck import check_environment
     from rlaif.registry import load_environment
 
     env = load_environment(name, {"data": data} if data else {})

@@ -34,9 +34,9 @@ def eval_command(
     config: str = typer.Option(None, "--config", help="Config file whose reward.judges judged graders use."),
 ) -> None:
     """Run the agent loop with a policy, grade every episode, write trajectories.jsonl and summary.json."""
-    from rlaif.evaluation import evaluate, summarize
-    from rlaif.modeldir import require_model_dir
-    from rlaif.policy import Sampling, policy_from_spec
+    from rlaif.eval.evaluation import evaluate, summarize
+    from rlaif.models.modeldir import require_model_dir
+    from rlaif.policies.endpoints import Sampling, policy_from_spec
     from rlaif.registry import load_environment
 
     env = load_environment(env_name, {"data": data} if data else {})
@@ -49,7 +49,7 @@ def eval_command(
     started = time.monotonic()
 
     async def run() -> list:
-        from rlaif.engine_policy import EnginePolicy
+        from rlaif.policies.engine import EnginePolicy
 
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # the progress bar, not the engine's start-up notes
         the_policy = endpoint or EnginePolicy.start(str(model_dir), seed=0)

@@ -10,15 +10,15 @@ import typer
 from rich.table import Table
 
 from rlaif.cli.progress import progress_bar, render
+from rlaif.core.jsonl import read_jsonl
 from rlaif.errors import RlaifError
-from rlaif.jsonl import read_jsonl
 
 app = typer.Typer(help="Score answers with a judge; check a judge with canaries.", no_args_is_help=True)
 
 
 def load_judge(config_path: Path, name: str | None):
     """The named (or first) judge of a config file's `reward.judges`."""
-    from rlaif.config import load_config
+    from rlaif.core.config import load_config
     from rlaif_rewards.judge import Judge
 
     judges = load_config(config_path, []).reward.judges if config_path else []

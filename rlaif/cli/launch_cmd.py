@@ -30,7 +30,7 @@ def launch_command(
                                                         "cluster) from its last checkpoint."),
 ) -> None:
     """Submit `rlaif train` to a Ray cluster through its Job API; watch, read or stop a submitted job."""
-    from rlaif import jobs
+    from rlaif.cluster import jobs
 
     args = list(args or [])
     if args and args[0] in ACTIONS:
@@ -76,7 +76,7 @@ def _act(action: str, job_id: str, address: str | None, follow: bool) -> None:
 
 
 def _existing_client(address: str | None) -> Any:
-    from rlaif.jobs import LOCAL_ADDRESS, connect
+    from rlaif.cluster.jobs import LOCAL_ADDRESS, connect
 
     target = address or LOCAL_ADDRESS
     try:

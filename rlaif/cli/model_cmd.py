@@ -20,7 +20,7 @@ def tiny(
     force: bool = typer.Option(False, "--force", help="Replace an existing directory."),
 ) -> None:
     """Build a tiny Qwen2-architecture model with its tokenizer and chat template; no download."""
-    from rlaif.tinymodel import TinySpec, build_tiny_model
+    from rlaif.models.tiny import TinySpec, build_tiny_model
 
     spec = TinySpec(seed=seed, hidden_size=hidden, intermediate_size=4 * hidden, num_layers=layers,
                     num_heads=heads, vocab_size=vocab)
@@ -31,7 +31,7 @@ def tiny(
 @app.command("check")
 def check(path: Path = typer.Argument(..., help="Hugging Face model directory.")) -> None:
     """Load a model directory's config and tokenizer and render its chat template with a tool call."""
-    from rlaif.modeldir import inspect_model_dir
+    from rlaif.models.modeldir import inspect_model_dir
 
     for key, value in inspect_model_dir(path).items():
         typer.echo(f"{key}: {value}")

@@ -8,8 +8,9 @@ import typer
 from rich.table import Table
 
 from rlaif.cli.progress import render
+from rlaif.core.jsonl import read_jsonl
 from rlaif.errors import RlaifError
-from rlaif.jsonl import read_jsonl
+from rlaif.types import Message, final_answer
 
 COLUMNS = (("reward/mean", "reward", "{:.3f}"), ("reward/std", "std", "{:.3f}"), ("pass_rate", "pass", "{:.2f}"),
            ("staleness/max", "stale", "{:.0f}"), ("time/step_s", "step s", "{:.2f}"),
@@ -46,7 +47,7 @@ def _answers(path: Path) -> None:
         return
     latest = [t for t in scored if t["weight_version"] == max(t["weight_version"] for t in scored)]
     for label, traj in (("best", max(latest, key=_total)), ("worst", min(latest, key=_total))):
-        answer = next((m["content"] for m in reversed(traj["messages"]) if m["role"] == "assistant"), "")
+        answer = final_answer([Message.model_validate(m) for m in traj["messages"]])
         typer.echo(f"{label} answer of version {traj['weight_version']} (reward {_total(traj):.3f}, "
                    f"task {traj['task_id']}): {answer[:300]!r}")
 

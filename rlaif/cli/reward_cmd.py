@@ -20,7 +20,7 @@ def serve(
     """Grade submissions for the config's environment at POST /v1/grade (token from RLAIF_REWARD_TOKEN)."""
     from aiohttp import web
 
-    from rlaif.config import load_config
+    from rlaif.core.config import load_config
     from rlaif_rewards.http_front import TOKEN_ENV, make_app
     from rlaif_rewards.service import Rewarder
 

@@ -22,8 +22,8 @@ def train_command(
                                                         "(its config.yaml is the config; overrides still apply)."),
 ) -> None:
     """Train the student with GRPO: rollout workers, reward service and learner on Ray."""
-    from rlaif.config import load_config
-    from rlaif.trainer import train
+    from rlaif.core.config import load_config
+    from rlaif.train.trainer import train
 
     args = list(args or [])
     if resume is not None:

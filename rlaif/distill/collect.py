@@ -1,6 +1,6 @@
 """Collecting teacher trajectories for a distillation warm start: run, grade, keep what passes.
 
-The teacher plays each attempt through the agent loop (`rlaif.evaluation.run_and_grade`), so its
+The teacher plays each attempt through the agent loop (`rlaif.eval.evaluation.run_and_grade`), so its
 trajectories have the same shape as the student's. An attempt is one (task, task variant, system-prompt
 variant, sample) and ends as exactly one of
 - `kept`: graded with reward >= `min_reward` (rejection sampling), and not a near-copy of a kept answer;
@@ -31,8 +31,8 @@ from rlaif.distill.elicit import (
 )
 from rlaif.env import Environment, GradeContext
 from rlaif.errors import RlaifError
-from rlaif.evaluation import run_and_grade, skip_reason
-from rlaif.policy import Completion, Policy, PolicyError, ReplayPolicy, Sampling, policy_from_spec
+from rlaif.eval.evaluation import run_and_grade
+from rlaif.policies.endpoints import Completion, Policy, PolicyError, ReplayPolicy, Sampling, policy_from_spec
 from rlaif.types import Message, Task
 from rlaif_rewards.cost import Price, SpendBudget, cost_usd
 
@@ -214,7 +214,7 @@ class Collector:
             traj = await run_and_grade(env, task, meter, ctx, self.elicitation.sampling, group_id=attempt.id)
         finally:
             usd = spend(meter)
-        reason = skip_reason(traj)
+        reason = traj.infra_error()
         if reason:
             return self._record(out, attempt, "failed", None, reason)
         total = traj.reward.total

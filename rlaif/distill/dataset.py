@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from rlaif.errors import RlaifError
-from rlaif.policy import to_openai_message
+from rlaif.policies.endpoints import to_openai_message
 from rlaif.types import Message, Trajectory
 
 STATUSES = ("kept", "rejected", "failed", "duplicate")

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from rlaif.errors import RlaifError
-from rlaif.modeldir import require_model_dir
+from rlaif.models.modeldir import require_model_dir
 
 ROLES = ("system", "user", "assistant", "tool")
 FULL_LR, LORA_LR = 2e-5, 2e-4
@@ -183,7 +183,7 @@ def masking_template(tokenizer: Any, model_dir: Path) -> str | None:
             raise RlaifError(
                 f"the chat template of {model_dir} has no {{% generation %}} markers, so assistant tokens cannot be "
                 "told from the rest, and TRL has no training variant of it; wrap each assistant turn's content, tool "
-                "calls and end-of-turn token in {% generation %}...{% endgeneration %} (as rlaif/tinymodel.py does)"
+                "calls and end-of-turn token in {% generation %}...{% endgeneration %} (as rlaif/models/tiny.py does)"
             ) from err
     if not is_chat_template_stop_token_trained(tokenizer, chat_template=template):
         raise RlaifError(f"the chat template of {model_dir} leaves the assistant's end-of-turn token outside "

@@ -25,7 +25,7 @@ from typing import Literal
 from pydantic import BaseModel
 from typing_extensions import Self
 
-from rlaif.config import SandboxConfig
+from rlaif.core.config import SandboxConfig
 from rlaif.errors import RlaifError
 from rlaif.sandbox.treediff import tree_diff
 

@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
 
-from rlaif.config import SandboxConfig
+from rlaif.core.config import SandboxConfig
 from rlaif.errors import RlaifError
 from rlaif.sandbox.base import ExecResult, Limits, Sandbox, SandboxError
 from rlaif.sandbox.engine import docker_client

@@ -1,0 +1,160 @@
+"""The rollout workers of a run: which are in service, weight sync to them, and the return of lost ones.
+
+A worker whose actor or node dies is taken out of service at the first call that fails; its episodes fail
+(the orchestrator drops their groups as `infra_error` and counts them). Ray restarts the actor where its
+bundle finds room (`max_restarts=-1`); `_revive` then starts its engine again and gives it the current
+weights, and only then is it back in service. A worker Ray gave up on is replaced by a new actor in the
+same bundle. Groups go round-robin to the workers in service; with none, they wait up to
+`train.worker_restart_timeout_s`.
+
+Weight sync: by the object store, one copy of host buckets for every engine; or by broadcast in a process
+group from the learner to every engine (see `rlaif.weights.group`). The broadcast needs every engine of its
+group: while one is lost the others take the object-store path, and the group is rebuilt once all are back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rlaif.cluster.actors import actor_lost
+from rlaif.env import Submission
+from rlaif.errors import RlaifError
+from rlaif.types import Task, Trajectory
+
+
+class Fleet:
+    """`await start()`, then `rollout(...)` concurrently and `sync(version)` between steps; `close()` at the end.
+
+    `new_worker(i)` creates the actor of slot `i`; `version()` is the learner's current weight version;
+    `on_change()` is called when a worker comes back; `count(what)` records a loss or a return.
+    """
+
+    def __init__(self, new_worker: Callable[[int], Any], size: int, learner: Any, *, transport: str,
+                 layout: tuple[float, str], restart_timeout_s: float, version: Callable[[], int],
+                 on_change: Callable[[], None], count: Callable[[str], None]) -> None:
+        self.new_worker, self.learner, self.transport, self.layout = new_worker, learner, transport, layout
+        self.restart_timeout_s, self.version, self.on_change, self.count = restart_timeout_s, version, on_change, count
+        self.workers = [new_worker(i) for i in range(size)]
+        self.healthy = set(range(size))
+        self.reviving: dict[int, asyncio.Task] = {}
+        self.lock = asyncio.Lock()  # one weight load at a time: a sync, or a revived worker's first weights
+        self.group_ok = False  # the broadcast group holds every worker's engine
+
+    async def start(self) -> None:
+        await asyncio.gather(*(w.start.remote() for w in self.workers))
+        if self.transport == "broadcast":
+            await self._open_group()
+
+    async def _open_group(self) -> None:
+        """(Re)build the broadcast group: the learner, then one worker process per engine (no tensor parallelism)."""
+        host, port = (await self.learner.endpoint.remote()).rsplit(":", 1)
+        world = 1 + len(self.workers)
+        await asyncio.gather(self.learner.open_weight_group.remote(host, int(port), world),
+                             *(w.join_weight_group.remote(host, int(port), 1 + i, world)
+                               for i, w in enumerate(self.workers)))
+        self.group_ok = True
+
+    async def rollout(self, index: int, task: Task, group_id: str) -> tuple[Trajectory, Submission | None]:
+        """One episode of group `index` on its worker; an error that means the worker is gone takes it out."""
+        i = await self._pick(index)
+        try:
+            return await self.workers[i].rollout.remote(task, group_id)
+        except Exception as err:
+            if actor_lost(err):
+                self.lose(i)
+            raise
+
+    async def sync(self, version: int) -> None:
+        """Send the learner's weights, as `version`, to every worker in service."""
+        async with self.lock:
+            targets = sorted(self.healthy)
+            complete = len(targets) == len(self.workers)
+            if self.transport == "broadcast" and not self.group_ok and complete:
+                await self._open_group()
+            if self.transport == "broadcast" and self.group_ok and complete:
+                plans, expected = self.learner.weight_plan.options(num_returns=2).remote(*self.layout)
+                sender = self.learner.broadcast_weights.remote()
+                results = await asyncio.gather(*(self.workers[i].receive_weights.remote(plans, version, expected)
+                                                 for i in targets), return_exceptions=True)
+                if any(actor_lost(r) for r in results):
+                    self.group_ok = False  # the learner's send fails or times out; the group is rebuilt later
+                    await asyncio.gather(sender, return_exceptions=True)
+                else:
+                    await sender
+            else:
+                buckets, expected = self.learner.sync_payload.options(num_returns=2).remote(*self.layout)
+                results = await asyncio.gather(*(self.workers[i].load_weights.remote(buckets, version, expected)
+                                                 for i in targets), return_exceptions=True)
+            for i, result in zip(targets, results, strict=True):
+                if actor_lost(result):
+                    self.lose(i)
+                elif isinstance(result, BaseException):
+                    raise result
+
+    def lose(self, i: int) -> None:
+        """Take worker `i` out of service and wait for it to come back (see `_revive`)."""
+        if i not in self.healthy:
+            return
+        self.healthy.discard(i)
+        self.group_ok = False
+        self.count("rollout_worker")
+        self.reviving[i] = asyncio.create_task(self._revive(i))
+
+    async def _revive(self, i: int) -> None:
+        """Start the restarted worker's engine and give it the current weights, then put it back in service.
+
+        It is stamped with the learner's version at the time, which may be one behind the weights it gets (a
+        step may be in flight): staleness is over-counted, never under-counted.
+        """
+        from ray.exceptions import ActorDiedError
+
+        deadline = time.monotonic() + self.restart_timeout_s
+        while True:
+            try:
+                await asyncio.wait_for(self.workers[i].start.remote(), max(1.0, deadline - time.monotonic()))
+                async with self.lock:
+                    buckets, expected = self.learner.sync_payload.options(num_returns=2).remote(*self.layout)
+                    await self.workers[i].load_weights.remote(buckets, self.version(), expected)
+                break
+            except TimeoutError:
+                self.count("rollout_worker_given_up")  # not back in time: the run goes on with the others
+                return
+            except Exception as err:  # restarting, its node went too, or dead for good (then replaced)
+                if time.monotonic() > deadline or not actor_lost(err):
+                    self.count("rollout_worker_given_up")  # or its start failed: the run goes on with the others
+                    return
+                if isinstance(err, ActorDiedError):
+                    self.workers[i] = self.new_worker(i)
+                    self.count("rollout_worker_replaced")
+                await asyncio.sleep(1.0)
+        self.healthy.add(i)
+        self.reviving.pop(i, None)
+        self.count("rollout_worker_restarted")
+        self.on_change()
+
+    async def _pick(self, index: int) -> int:
+        """Worker for group `index`: round-robin over those in service; with none, wait for one to come back."""
+        deadline = time.monotonic() + self.restart_timeout_s
+        while not self.healthy:
+            if time.monotonic() > deadline:
+                raise RlaifError(f"no rollout worker has been alive for {self.restart_timeout_s:g} s (their nodes are "
+                                 "lost and Ray found no room to restart them)")
+            await asyncio.sleep(0.5)
+        preferred = index % len(self.workers)
+        if preferred in self.healthy:
+            return preferred
+        alive = sorted(self.healthy)
+        return alive[index % len(alive)]
+
+    async def close(self) -> None:
+        import ray
+
+        for task in self.reviving.values():
+            task.cancel()
+        await asyncio.gather(*self.reviving.values(), return_exceptions=True)
+        await asyncio.gather(*(w.close.remote() for w in self.workers), return_exceptions=True)
+        for worker in self.workers:
+            ray.kill(worker)

@@ -1,0 +1,1 @@
+"""The shared base: the typed config tree and crash-safe JSONL files."""

@@ -1,0 +1,60 @@
+"""`rlaif env check`: prove an environment sound without any model.
+
+Every task's reference solution, replayed through the real agent loop and the real graders, must earn
+full reward; an empty answer must earn none. Graders that need a judge are skipped with a note until a
+judge is configured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from rlaif.env import Environment, GradeContext
+from rlaif.eval.evaluation import evaluate
+from rlaif.policies.endpoints import ReplayPolicy, Sampling
+from rlaif.types import Message, Task, Trajectory
+
+
+async def check_environment(env: Environment, tasks: list[Task], ctx: GradeContext, concurrency: int = 8,
+                            progress: Callable[[Trajectory], None] = lambda t: None,
+                            pass_threshold: float = 1.0) -> dict[str, Any]:
+    """Grade each task's reference (must reach `pass_threshold`) and an empty answer (must earn 0)."""
+    sampling = Sampling()
+    reference = await evaluate(env, tasks, lambda t: ReplayPolicy(env.reference_turns(t)), ctx, sampling,
+                               concurrency=concurrency, on_done=progress)
+    empty = await evaluate(env, tasks, lambda t: ReplayPolicy([Message(role="assistant", content="")]), ctx,
+                           sampling, concurrency=concurrency, on_done=progress)
+    failures, notes, skipped = [], set(), 0
+    reference_passed = empty_passed = 0
+    for task, ref, nothing in zip(tasks, reference, empty, strict=True):
+        for what, traj in (("reference", ref), ("empty", nothing)):
+            reason = traj.infra_error()
+            if reason:
+                judge_note = traj.reward and traj.reward.details.get("judge", {}).get("note")
+                if judge_note:
+                    notes.add(judge_note)
+                    skipped += 1
+                    continue
+                failures.append({"task": task.id, "answer": what, "problem": reason,
+                                 "detail": traj.error or str(traj.reward.details if traj.reward else "")[:500]})
+                continue
+            total = traj.reward.total
+            if what == "reference":
+                reference_passed += total >= pass_threshold
+                if total < pass_threshold:
+                    failures.append({"task": task.id, "answer": what, "problem": f"reference earned {total:.3f}",
+                                     "detail": _tests_detail(traj)})
+            else:
+                empty_passed += total > 0.0
+                if total > 0.0:
+                    failures.append({"task": task.id, "answer": what, "problem": f"empty answer earned {total:.3f}",
+                                     "detail": _tests_detail(traj)})
+    return {"env": env.name, "tasks": len(tasks), "reference_passed": reference_passed, "empty_passed": empty_passed,
+            "judge_skipped": skipped, "failures": failures, "notes": sorted(notes)}
+
+
+def _tests_detail(traj: Trajectory) -> str:
+    details = traj.reward.details if traj.reward else {}
+    tests = details.get("tests", {})
+    return str(tests.get("tests", tests))[:500] + " " + str(tests.get("log", ""))[-500:]

@@ -1,0 +1,262 @@
+"""The learner's step: the student in transformers, updated with a GRPO-family loss on token-exact samples.
+
+A `Sample` is one model turn as the engine produced it (prompt ids, completion ids, the sampler's logprobs,
+the loss mask) plus its advantage; the learner computes its own logprobs for exactly those ids and never
+re-tokenises text. One `step` is one optimizer update, so the old policy is the current one: its logprobs
+are the current ones, detached (the ratio is 1 and its gradient is the policy gradient; no extra forward
+pass), and the gap to the sampler is the importance-sampling correction's job. Micro-batches accumulate
+gradients weighted so that the sum equals the full-batch loss (by sequences, or by tokens for `dapo`),
+gradients are clipped, the weight version advances.
+
+Data parallel: several learners (one per process or GPU) each hold the whole model; `join` puts them in one
+torch distributed group (gloo on the CPU, NCCL on GPUs), each `step` gets a shard of the batch plus the
+batch's totals, so every micro-batch is weighted as a share of the whole batch, and the gradients are summed
+across ranks before clipping: every rank applies the same update, equal to one learner's on the whole batch
+(tested). The weights are replicated, not sharded (no FSDP yet).
+
+With `lora_rank > 0` the student is wrapped by `peft`; only the adapters train, and `named_weights` merges
+them into the base weights, under the base model's names, for the rollout engines (which hold the merged
+model). `state` / `load_state` carry everything a checkpoint needs to continue exactly: weights or
+adapters, optimizer, scheduler, RNG and version.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from rlaif.train.loss import policy_loss
+from rlaif.weights.buckets import Bucket, digest, fill, pack, plan
+
+
+@dataclass(frozen=True)
+class Sample:
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    behaviour_logprobs: list[float]
+    loss_mask: list[int]
+    advantage: float
+
+
+class Learner:
+    """Holds the student and its optimizer; `step(samples)` applies one update and returns its metrics."""
+
+    def __init__(self, model_dir: str, *, lr: float = 1e-5, variant: str = "grpo", eps_low: float = 0.2,
+                 eps_high: float | None = None, beta: float = 0.0, tis_cap: float | None = 2.0,
+                 max_grad_norm: float = 1.0, micro_batch: int = 8, max_completion_length: int | None = None,
+                 weight_decay: float = 0.0, warmup_steps: int = 0, lora_rank: int = 0, lora_alpha: float = 32.0,
+                 dtype: str = "float32", seed: int = 0) -> None:
+        from transformers import AutoModelForCausalLM
+
+        torch.manual_seed(seed)
+        self.model_dir = model_dir
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        weights_dtype = getattr(torch, dtype)
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=weights_dtype).to(self.device)
+        if lora_rank:
+            from peft import LoraConfig, get_peft_model
+
+            self.model = get_peft_model(self.model, LoraConfig(r=lora_rank, lora_alpha=lora_alpha,
+                                                               target_modules="all-linear"))
+        self.lora = bool(lora_rank)
+        self.model.train()
+        self.ref = None
+        if beta > 0:
+            self.ref = AutoModelForCausalLM.from_pretrained(model_dir, dtype=weights_dtype).to(self.device).eval()
+            self.ref.requires_grad_(False)
+        # No weight decay by default (as TRL): decay would move weights even where the loss gives no signal.
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: min(1.0, (step + 1) / (warmup_steps + 1)) if warmup_steps else 1.0)
+        self.loss_args = {"variant": variant, "eps_low": eps_low, "eps_high": eps_high, "beta": beta,
+                          "tis_cap": tis_cap, "max_completion_length": max_completion_length}
+        self.max_grad_norm, self.micro_batch = max_grad_norm, micro_batch
+        self.pad_id = self.model.config.pad_token_id or 0
+        self.world_size = 1
+        self.version = 0
+
+    def token_logprobs(self, model: torch.nn.Module, samples: list[Sample]) -> tuple[Tensor, Tensor]:
+        """(B, T) logprobs of each sample's completion ids under `model`, and the (B, T) loss mask (0 on padding)."""
+        width = max(len(s.prompt_ids) + len(s.completion_ids) for s in samples)
+        completion_width = max(len(s.completion_ids) for s in samples)
+        ids = torch.full((len(samples), width), self.pad_id, dtype=torch.long, device=self.device)
+        attention = torch.zeros_like(ids)
+        for i, s in enumerate(samples):
+            n = len(s.prompt_ids) + len(s.completion_ids)
+            ids[i, :n] = torch.tensor(s.prompt_ids + s.completion_ids)
+            attention[i, :n] = 1
+        logits = model(input_ids=ids, attention_mask=attention).logits
+        mask = torch.zeros(len(samples), completion_width, device=self.device)
+        rows = []
+        for i, s in enumerate(samples):
+            start, k = len(s.prompt_ids) - 1, len(s.completion_ids)
+            row = torch.log_softmax(logits[i, start:start + k].float(), -1)
+            rows.append(row.gather(1, torch.tensor(s.completion_ids, device=self.device)[:, None])[:, 0])
+            mask[i, :k] = torch.tensor(s.loss_mask, dtype=torch.float32)
+        logprobs = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
+        return logprobs, mask
+
+    @staticmethod
+    def endpoint() -> str:
+        """host:port where this process can accept the distributed group (call on rank 0)."""
+        import socket
+
+        import ray
+
+        host = ray.util.get_node_ip_address() if ray.is_initialized() else "127.0.0.1"
+        with socket.socket() as s:
+            s.bind((host, 0))
+            return f"{host}:{s.getsockname()[1]}"
+
+    def join(self, address: str, rank: int, world_size: int) -> None:
+        """Join the data-parallel group of `world_size` learners whose rank 0 listens at `address`."""
+        import torch.distributed as dist
+
+        backend = "nccl" if self.device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, init_method=f"tcp://{address}", rank=rank, world_size=world_size)
+        self.world_size = world_size
+
+    def step(self, samples: list[Sample], total_samples: int | None = None,
+             total_tokens: int | None = None) -> dict[str, float]:
+        """One optimizer update on `samples`; metrics include the loss, grad norm and clip fractions.
+
+        In a data-parallel group, `samples` is this rank's shard and the totals are the whole batch's; the
+        additive metrics (loss, clip fractions, tokens, samples) are this shard's share of the batch's.
+        The (clipped) gradients stay in the parameters' `.grad` until the next step.
+        """
+        started = time.monotonic()
+        chunks = [samples[i:i + self.micro_batch] for i in range(0, len(samples), self.micro_batch)]
+        total_tokens = total_tokens or sum(sum(s.loss_mask) for s in samples) or 1
+        total_samples = total_samples or len(samples)
+        with torch.no_grad():
+            ref = [self.token_logprobs(self.ref, chunk)[0] for chunk in chunks] if self.ref is not None else None
+        self.optimizer.zero_grad(set_to_none=True)
+        metrics: dict[str, float] = {"loss": 0.0}
+        for n, chunk in enumerate(chunks):
+            logprobs, mask = self.token_logprobs(self.model, chunk)
+            behaviour = torch.nn.utils.rnn.pad_sequence(
+                [torch.tensor(s.behaviour_logprobs, dtype=torch.float32, device=self.device) for s in chunk],
+                batch_first=True)
+            loss, chunk_metrics = policy_loss(
+                logprobs, logprobs.detach(), torch.tensor([s.advantage for s in chunk], device=self.device), mask,
+                ref_logprobs=ref[n] if ref is not None else None, behaviour_logprobs=behaviour, **self.loss_args)
+            share = (mask.sum().item() / total_tokens if self.loss_args["variant"] == "dapo"
+                     else len(chunk) / total_samples)
+            (loss * share).backward()
+            metrics["loss"] += loss.item() * share
+            for key, value in chunk_metrics.items():
+                metrics[key] = metrics.get(key, 0.0) + value * share
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            for p in self.model.parameters():
+                if p.requires_grad:
+                    if p.grad is None:
+                        p.grad = torch.zeros_like(p)
+                    dist.all_reduce(p.grad)
+        metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm))
+        metrics["lr"] = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.version += 1
+        tokens = sum(sum(s.loss_mask) for s in samples)
+        metrics.update(tokens=float(tokens), samples=float(len(samples)), train_s=time.monotonic() - started)
+        return metrics
+
+    @contextmanager
+    def _merged(self) -> Iterator[torch.nn.Module]:
+        """The model as the engines hold it: adapters merged in for the duration (no-op without LoRA)."""
+        if not self.lora:
+            yield self.model
+            return
+        self.model.merge_adapter()
+        try:
+            yield self.model.get_base_model()
+        finally:
+            self.model.unmerge_adapter()
+
+    def named_weights(self) -> list[tuple[str, Tensor]]:
+        """(Hugging Face name, tensor) of every weight the engines need, copied, adapters merged."""
+        with torch.no_grad(), self._merged() as model:
+            return [(name.replace(".base_layer.", "."), p.detach().clone()) for name, p in model.named_parameters()
+                    if "lora_" not in name]
+
+    def _engine_weights(self, dtype: str) -> list[tuple[str, Tensor]]:
+        engine_dtype = getattr(torch, dtype)
+        return [(name, t.to(engine_dtype)) for name, t in self.named_weights()]
+
+    def sync_payload(self, bucket_mb: float = 64.0, dtype: str = "float32") -> tuple[list[Bucket], list[float]]:
+        """Object-store path: the weights in the engines' dtype, as host buckets, and their digest."""
+        named = self._engine_weights(dtype)
+        return pack(named, bucket_mb=bucket_mb), digest(named)
+
+    def open_weight_group(self, host: str, port: int, world_size: int) -> None:
+        """Broadcast path: host the weight group as its rank 0 (see `rlaif.weights.group`); blocks until all join."""
+        from rlaif.weights.group import open_group
+
+        self.weight_group = open_group(host, port, 0, world_size, self.device)
+
+    def weight_plan(self, bucket_mb: float = 64.0, dtype: str = "float32") -> tuple[list[tuple[int, list]],
+                                                                                     list[float]]:
+        """Broadcast path, first half: the bucket layout [(size, index)] the engines allocate, and the digest.
+
+        The weights are held until `broadcast_weights` sends them.
+        """
+        self._outgoing = self._engine_weights(dtype)
+        self._plans = plan(self._outgoing, bucket_mb=bucket_mb)
+        return [(p.size, p.index) for p in self._plans], digest(self._outgoing)
+
+    def broadcast_weights(self) -> int:
+        """Broadcast path, second half: send the planned buckets, one device buffer at a time; returns bytes sent."""
+        from rlaif.weights.group import send
+
+        named, plans = dict(self._outgoing), self._plans
+        self._outgoing, self._plans = [], []
+        return send(self.weight_group, (fill(named, bucket, self.device) for bucket in plans))
+
+    def save(self, directory: str) -> None:
+        """Write `learner.pt` (see `state`) into a checkpoint's staging directory."""
+        torch.save(self.state(), Path(directory) / "learner.pt")
+
+    def load(self, directory: str) -> int:
+        """Restore from a checkpoint directory; returns the weight version."""
+        self.load_state(torch.load(Path(directory) / "learner.pt", weights_only=False, map_location="cpu"))
+        return self.version
+
+    def save_model(self, path: str) -> None:
+        """Save the merged model and its tokenizer in Hugging Face format (loadable by transformers and vLLM)."""
+        from transformers import AutoTokenizer
+
+        with torch.no_grad(), self._merged() as model:
+            state = {name.replace(".base_layer.", "."): p for name, p in model.state_dict().items()
+                     if "lora_" not in name}
+            model.save_pretrained(path, state_dict=state)
+        AutoTokenizer.from_pretrained(self.model_dir).save_pretrained(path)
+
+    def state(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: trainable weights, optimizer, scheduler, RNG, version."""
+        weights = {n: p.detach().cpu() for n, p in self.model.named_parameters() if p.requires_grad}
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+        rng = {"cpu": torch.get_rng_state(), "cuda": cuda}
+        return {"weights": weights, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "rng": rng, "version": self.version}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, value in state["weights"].items():
+                params[name].copy_(value)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["cpu"])
+        if state["rng"]["cuda"]:
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.version = state["version"]

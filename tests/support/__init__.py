@@ -1,0 +1,1 @@
+"""Test support shared by tests and benchmarks: a fault-injecting judge endpoint behind the real SDK clients."""
