@@ -1,7 +1,7 @@
 """Reward components an environment does not declare but config can add: a judge, a format check, a length
-penalty. With the environment's own graders they form a task's reward (`grade`): the weighted mean of named components,
-each kept on the trajectory. A component may be gated on another (`gate`): it runs only when that component
-scored at least `gate_threshold`, and scores 0 otherwise (e.g. judge only code that passes its tests).
+penalty. With the environment's own graders they form a task's reward (`grade`): the weighted mean of named
+components, each kept on the trajectory. A component may be gated on another (`gate`): it runs only when that
+component scored at least `gate_threshold`, and scores 0 otherwise (e.g. judge only code that passes its tests).
 """
 
 from __future__ import annotations

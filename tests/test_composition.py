@@ -16,8 +16,8 @@ from rlaif.registry import load_environment
 from rlaif.sandbox.base import Limits
 from rlaif.sandbox.pool import SandboxPools
 from rlaif.types import Message
-from tests.support.fault_server import JudgeEndpoint, Reply
 from rlaif_rewards.judge import Judge
+from tests.support.fault_server import JudgeEndpoint, Reply
 
 pytestmark = pytest.mark.docker
 

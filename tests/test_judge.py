@@ -15,11 +15,11 @@ import pytest
 from rlaif.core.config import JudgeConfig
 from rlaif.types import Task
 from rlaif_rewards.cost import BudgetExhausted
-from tests.support.fault_server import JudgeEndpoint, Reply
 from rlaif_rewards.judge import Judge
 from rlaif_rewards.prompts import fence
 from rlaif_rewards.rubric import Criterion, Rubric
 from rlaif_rewards.verdicts import VerdictError, extract_object, parse_group, parse_pointwise
+from tests.support.fault_server import JudgeEndpoint, Reply
 
 TASK = Task(id="q1", env="test", prompt="What does `def f(x): return x + 3` return?", reference="x plus 3")
 RUBRIC = Rubric(criteria=[Criterion(name="correct", text="Says x plus 3.", weight=3),

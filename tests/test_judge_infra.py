@@ -371,8 +371,10 @@ def test_cancelled_waiters_release_nothing_they_did_not_take():
     queued_free, paced_start, left, waited = asyncio.run(asyncio.wait_for(main(), timeout=5))
     assert queued_free < 0.05
     assert left == 1
-    assert 0.9 <= paced_start <= 1.3
-    assert waited >= 0.9  # the cancelled waiter's 0.1 s and the last call's ~0.9 s
+    # ~1 s: paced, and the cancelled waiter took no request (it would push the start to ~2 s); wide margins, since
+    # a loaded machine shifts every figure a little (0.89996 was seen against an earlier bound of 0.9)
+    assert 0.8 <= paced_start <= 1.6
+    assert waited >= 0.8  # the cancelled waiter's 0.1 s and the last call's ~0.9 s
 
 
 def test_limiter_sustains_the_reward_benchmark_rate():

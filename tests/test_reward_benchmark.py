@@ -11,8 +11,8 @@ import json
 
 import pytest
 
-from tests.support.fault_server import JudgeEndpoint, Reply
 from tests.conftest import load_benchmark
+from tests.support.fault_server import JudgeEndpoint, Reply
 
 pytestmark = pytest.mark.unit
 

@@ -4,35 +4,26 @@ Three kinds of task, generated from a seed over small functions: explain what a 
 its docstring, and review a diff that changes its behaviour. Each carries a rubric (weighted criteria)
 and a reference answer; the grader is `RubricJudge`, which needs a judge in config (issue #5) and
 scores empty or degenerate answers 0 on its own.
+
+The rubrics (by kind of task) and the edits that break a function for review tasks are data, in `data.yaml`
+beside this module.
 """
 
 from __future__ import annotations
 
 import difflib
-import hashlib
+from importlib import resources
 
-from rlaif.env import EnvArgs, Environment, Grader
+import yaml
+
+from rlaif.env import EnvArgs, Environment, Grader, seeded_split
 from rlaif.types import Task
 from rlaif_environments.pyfunc.generated import generate_functions
-from rlaif_rewards.rubric import Criterion, Rubric, RubricJudge
+from rlaif_rewards.rubric import Rubric, RubricJudge
 
-RUBRICS = {
-    "explain": Rubric(criteria=[
-        Criterion(name="correct", text="States exactly what the function returns, for any valid input.", weight=2),
-        Criterion(name="inputs", text="Says what kind of argument the function takes."),
-        Criterion(name="concise", text="Uses at most three sentences and no code."),
-    ]),
-    "docstring": Rubric(criteria=[
-        Criterion(name="accurate", text="The docstring describes the return value correctly.", weight=2),
-        Criterion(name="form", text="It is one line, in the imperative mood (e.g. 'Return ...')."),
-    ]),
-    "review": Rubric(criteria=[
-        Criterion(name="finds_change", text="Identifies which behaviour the diff changes.", weight=2),
-        Criterion(name="judges_it", text="Says that the new behaviour contradicts the function's name and purpose."),
-        Criterion(name="fix", text="Proposes the correct line."),
-    ]),
-}
-BREAKS = [("+", "-"), ("-", "+"), ("*", "+"), ("%", "//"), ("==", "!="), (">", ">="), ("[:", "[1:")]
+DATA = yaml.safe_load((resources.files(__package__) / "data.yaml").read_text(encoding="utf-8"))
+RUBRICS = {kind: Rubric.model_validate(rubric) for kind, rubric in DATA["rubrics"].items()}
+BREAKS = [tuple(pair) for pair in DATA["breaks"]]
 
 
 class JudgedQAArgs(EnvArgs):
@@ -72,8 +63,7 @@ class JudgedQA(Environment):
             reference = (f"The change alters the return line, so `{fn['name']}` no longer "
                          f"{behaviour.removeprefix('returns ')}; that contradicts its purpose. Keep `{original}`.")
         task_id = f"judged_qa/{kind}/{fn['name']}"
-        digest = hashlib.sha256(f"{self.args.seed}:{task_id}".encode()).digest()
-        split = "test" if int.from_bytes(digest[:8], "big") / 2**64 < self.args.test_fraction else "train"
+        split = seeded_split(task_id, self.args.test_fraction, self.args.seed)
         return Task(id=task_id, env=self.name, split=split, prompt=prompt, reference=reference,
                     data={"kind": kind, "rubric": RUBRICS[kind].model_dump()})
 

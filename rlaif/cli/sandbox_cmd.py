@@ -12,11 +12,16 @@ app = typer.Typer(help="Build and run sandboxes.", no_args_is_help=True)
 
 
 @app.command("build")
-def build() -> None:
+def build(
+    mirror: str | None = typer.Option(
+        None, "--mirror", metavar="URL",
+        help="Debian mirror debootstrap fetches from (http, https or file URI). Default: $RLAIF_APT_MIRROR, "
+             "else the first Debian release's URI in this host's apt sources."),
+) -> None:
     """Build the base sandbox image from Debian packages (no registry); skipped when up to date."""
     from rlaif.sandbox.images import build_base_image
 
-    typer.echo(build_base_image(log=lambda line: typer.echo(line, err=True)))
+    typer.echo(build_base_image(log=lambda line: typer.echo(line, err=True), mirror=mirror))
 
 
 @app.command("run", context_settings={"allow_interspersed_args": False})
