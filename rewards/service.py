@@ -12,11 +12,11 @@ A worker that dies mid-call is restarted by Ray; the call is retried on another 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from collections import Counter
 from typing import Any
 
+from rlaif.cluster.rotation import Event, NoWorkerInService, WorkerRotation
 from rlaif.core.config import Config
 from rlaif.env import GradeContext, Submission
 from rlaif.registry import load_environment
@@ -62,7 +62,8 @@ class RewardService:
     """A pool of `Rewarder` Ray actors, dispatched round-robin. Call from an asyncio loop in the Ray driver.
 
     A worker whose actor or node died is taken out of rotation until it answers a ping again (Ray restarts it
-    wherever its resources are), so lost capacity costs throughput while it lasts, never a wrong score.
+    wherever its resources are), so lost capacity costs throughput while it lasts, never a wrong score. The
+    mechanism is `rlaif.cluster.rotation.WorkerRotation`.
     """
 
     def __init__(self, config: Config, workers: int = 2, num_cpus: float = 0.5, retries: int = 2,
@@ -71,12 +72,15 @@ class RewardService:
 
         actor = ray.remote(Rewarder).options(num_cpus=num_cpus, resources=resources or {}, max_restarts=-1,
                                              max_task_retries=0, max_concurrency=1000)
-        self.actors = [actor.remote(config, f"reward-{i}") for i in range(workers)]
         self.retries, self.restart_timeout_s = retries, restart_timeout_s
         self.stats: Counter[str] = Counter()
-        self.healthy = set(range(workers))
-        self._probes: dict[int, asyncio.Task] = {}
-        self._turn = itertools.count()
+        self.rotation: WorkerRotation[Any] = WorkerRotation(
+            (actor.remote(config, f"reward-{i}") for i in range(workers)), name="reward worker",
+            revive=lambda i: self.actors[i].ping.remote(), wait_s=restart_timeout_s, on_event=self._on_event)
+
+    @property
+    def actors(self) -> list[Any]:
+        return self.rotation.workers
 
     async def start(self) -> None:
         await asyncio.gather(*(a.start.remote() for a in self.actors))
@@ -87,63 +91,35 @@ class RewardService:
         inside a worker."""
         from ray.exceptions import RayTaskError
 
-        from rlaif.cluster.actors import actor_lost
-
-        error: Any = None
-        failures = 0
+        error = ""
         deadline = time.monotonic() + self.restart_timeout_s
-        while failures <= self.retries:
-            i = await self._pick(deadline)
-            if i is None:
-                error = f"no reward worker in rotation for {self.restart_timeout_s:g} s"
-                break
+        for _ in range(self.retries + 1):
             try:
-                result = await self.actors[i].grade.remote(task, submission)
-                self.stats["graded"] += 1
-                return result
-            except Exception as err:
-                if not (actor_lost(err) or isinstance(err, RayTaskError)):
-                    raise
+                result = await self.rotation.call(lambda a: a.grade.remote(task, submission), deadline=deadline)
+            except NoWorkerInService as err:
+                error = str(err)
+                break
+            except RayTaskError as err:  # failed inside the worker
                 self.stats["worker_failures"] += 1
                 error = type(err).__name__
-                if actor_lost(err):
-                    self._lose(i)
-                else:
-                    failures += 1
+                continue
+            self.stats["graded"] += 1
+            return result
         self.stats["failed"] += 1
         return RewardResult(status="infra_error", details={"error": f"reward workers failed: {error}"})
 
-    async def _pick(self, deadline: float) -> int | None:
-        """The next worker in rotation; with none, wait for one to come back until `deadline` (then None)."""
-        while not self.healthy:
-            if time.monotonic() > deadline:
-                return None
-            await asyncio.sleep(0.5)
-        pool = sorted(self.healthy)
-        return pool[next(self._turn) % len(pool)]
-
-    def _lose(self, i: int) -> None:
-        if i in self.healthy:
-            self.healthy.discard(i)
+    def _on_event(self, event: Event, i: int) -> None:
+        if event == "call_lost":
+            self.stats["worker_failures"] += 1
+        elif event == "lost":
             self.stats["workers_lost"] += 1
-            self._probes[i] = asyncio.create_task(self._probe(i))
-
-    async def _probe(self, i: int) -> None:
-        """Ping a lost worker until it answers (restarted), then put it back in rotation."""
-        while True:
-            try:
-                await asyncio.wait_for(self.actors[i].ping.remote(), 10.0)
-                break
-            except Exception:  # still restarting, or not placed yet
-                await asyncio.sleep(1.0)
-        self.healthy.add(i)
-        self._probes.pop(i, None)
+        elif event == "given_up":
+            self.stats["workers_given_up"] += 1  # its ping failed other than as a lost actor: it stays out
 
     async def close(self) -> None:
         import ray
 
-        for probe in self._probes.values():
-            probe.cancel()
+        await self.rotation.close()
         await asyncio.gather(*(a.close.remote() for a in self.actors), return_exceptions=True)
         for actor in self.actors:
             ray.kill(actor)

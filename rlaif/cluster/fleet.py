@@ -3,9 +3,10 @@
 A worker whose actor or node dies is taken out of service at the first call that fails; its episodes fail
 (the orchestrator drops their groups as `infra_error` and counts them). Ray restarts the actor where its
 bundle finds room (`max_restarts=-1`); `_revive` then starts its engine again and gives it the current
-weights, and only then is it back in service. A worker Ray gave up on is replaced by a new actor in the
-same bundle. Groups go round-robin to the workers in service; with none, they wait up to
-`train.worker_restart_timeout_s`.
+weights, and only then is it back in service; one not back within `train.worker_restart_timeout_s` is given
+up on. A worker Ray gave up on is replaced by a new actor in the same bundle. Groups go round-robin to the
+workers in service; with none, they wait up to `train.worker_restart_timeout_s`. The mechanism is
+`rlaif.cluster.rotation.WorkerRotation`; this module adds the engines' revival and the weight sync.
 
 Weight sync: by the object store, one copy of host buckets for every engine; or by broadcast in a process
 group from the learner to every engine (see `rlaif.weights.group`). The broadcast needs every engine of its
@@ -15,13 +16,12 @@ group: while one is lost the others take the object-store path, and the group is
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from typing import Any
 
 from rlaif.cluster.actors import actor_lost
+from rlaif.cluster.rotation import Event, WorkerRotation
 from rlaif.env import Submission
-from rlaif.errors import RlaifError
 from rlaif.types import Task, Trajectory
 
 
@@ -36,12 +36,17 @@ class Fleet:
                  layout: tuple[float, str], restart_timeout_s: float, version: Callable[[], int],
                  on_change: Callable[[], None], count: Callable[[str], None]) -> None:
         self.new_worker, self.learner, self.transport, self.layout = new_worker, learner, transport, layout
-        self.restart_timeout_s, self.version, self.on_change, self.count = restart_timeout_s, version, on_change, count
-        self.workers = [new_worker(i) for i in range(size)]
-        self.healthy = set(range(size))
-        self.reviving: dict[int, asyncio.Task] = {}
+        self.version, self.on_change, self.count = version, on_change, count
+        self.rotation: WorkerRotation[Any] = WorkerRotation(
+            (new_worker(i) for i in range(size)), name="rollout worker", revive=self._revive,
+            wait_s=restart_timeout_s, give_up_s=restart_timeout_s, probe_timeout_s=restart_timeout_s,
+            on_event=self._on_event)
         self.lock = asyncio.Lock()  # one weight load at a time: a sync, or a revived worker's first weights
         self.group_ok = False  # the broadcast group holds every worker's engine
+
+    @property
+    def workers(self) -> list[Any]:
+        return self.rotation.workers
 
     async def start(self) -> None:
         await asyncio.gather(*(w.start.remote() for w in self.workers))
@@ -59,18 +64,12 @@ class Fleet:
 
     async def rollout(self, index: int, task: Task, group_id: str) -> tuple[Trajectory, Submission | None]:
         """One episode of group `index` on its worker; an error that means the worker is gone takes it out."""
-        i = await self._pick(index)
-        try:
-            return await self.workers[i].rollout.remote(task, group_id)
-        except Exception as err:
-            if actor_lost(err):
-                self.lose(i)
-            raise
+        return await self.rotation.call(lambda w: w.rollout.remote(task, group_id), key=index, resend=False)
 
     async def sync(self, version: int) -> None:
         """Send the learner's weights, as `version`, to every worker in service."""
         async with self.lock:
-            targets = sorted(self.healthy)
+            targets = self.rotation.in_service
             complete = len(targets) == len(self.workers)
             if self.transport == "broadcast" and not self.group_ok and complete:
                 await self._open_group()
@@ -96,65 +95,41 @@ class Fleet:
 
     def lose(self, i: int) -> None:
         """Take worker `i` out of service and wait for it to come back (see `_revive`)."""
-        if i not in self.healthy:
-            return
-        self.healthy.discard(i)
-        self.group_ok = False
-        self.count("rollout_worker")
-        self.reviving[i] = asyncio.create_task(self._revive(i))
+        self.rotation.lose(i)
+
+    def _on_event(self, event: Event, i: int) -> None:
+        if event == "lost":
+            self.group_ok = False
+            self.count("rollout_worker")
+        elif event == "back":
+            self.count("rollout_worker_restarted")
+            self.on_change()
+        elif event == "given_up":
+            self.count("rollout_worker_given_up")  # not back in time, or its start failed: the run goes on
 
     async def _revive(self, i: int) -> None:
-        """Start the restarted worker's engine and give it the current weights, then put it back in service.
+        """Start the restarted worker's engine and give it the current weights; a worker Ray gave up on is
+        replaced by a new actor in its bundle (then tried again).
 
         It is stamped with the learner's version at the time, which may be one behind the weights it gets (a
         step may be in flight): staleness is over-counted, never under-counted.
         """
         from ray.exceptions import ActorDiedError
 
-        deadline = time.monotonic() + self.restart_timeout_s
-        while True:
-            try:
-                await asyncio.wait_for(self.workers[i].start.remote(), max(1.0, deadline - time.monotonic()))
-                async with self.lock:
-                    buckets, expected = self.learner.sync_payload.options(num_returns=2).remote(*self.layout)
-                    await self.workers[i].load_weights.remote(buckets, self.version(), expected)
-                break
-            except TimeoutError:
-                self.count("rollout_worker_given_up")  # not back in time: the run goes on with the others
-                return
-            except Exception as err:  # restarting, its node went too, or dead for good (then replaced)
-                if time.monotonic() > deadline or not actor_lost(err):
-                    self.count("rollout_worker_given_up")  # or its start failed: the run goes on with the others
-                    return
-                if isinstance(err, ActorDiedError):
-                    self.workers[i] = self.new_worker(i)
-                    self.count("rollout_worker_replaced")
-                await asyncio.sleep(1.0)
-        self.healthy.add(i)
-        self.reviving.pop(i, None)
-        self.count("rollout_worker_restarted")
-        self.on_change()
-
-    async def _pick(self, index: int) -> int:
-        """Worker for group `index`: round-robin over those in service; with none, wait for one to come back."""
-        deadline = time.monotonic() + self.restart_timeout_s
-        while not self.healthy:
-            if time.monotonic() > deadline:
-                raise RlaifError(f"no rollout worker has been alive for {self.restart_timeout_s:g} s (their nodes are "
-                                 "lost and Ray found no room to restart them)")
-            await asyncio.sleep(0.5)
-        preferred = index % len(self.workers)
-        if preferred in self.healthy:
-            return preferred
-        alive = sorted(self.healthy)
-        return alive[index % len(alive)]
+        try:
+            await self.workers[i].start.remote()
+        except ActorDiedError:
+            self.rotation.replace(i, self.new_worker(i))
+            self.count("rollout_worker_replaced")
+            raise
+        async with self.lock:
+            buckets, expected = self.learner.sync_payload.options(num_returns=2).remote(*self.layout)
+            await self.workers[i].load_weights.remote(buckets, self.version(), expected)
 
     async def close(self) -> None:
         import ray
 
-        for task in self.reviving.values():
-            task.cancel()
-        await asyncio.gather(*self.reviving.values(), return_exceptions=True)
+        await self.rotation.close()
         await asyncio.gather(*(w.close.remote() for w in self.workers), return_exceptions=True)
         for worker in self.workers:
             ray.kill(worker)
