@@ -1,4 +1,5 @@
-"""pyfunc: single-turn Python function synthesis, graded by unit tests in a fresh sandbox.
+"""pyfunc: single-turn Python function synthesis, graded by calling the answer's function from a process it
+cannot reach (`rlaif_rewards.call_tests`): its tests and expected values never enter the answer's process.
 
 Tasks come from a HumanEval-format file (`data`: JSONL or JSONL.gz with task_id, prompt,
 canonical_solution, test, entry_point) or are generated from a seed (`generated` > 0): small
@@ -15,7 +16,7 @@ from rlaif.core.jsonl import read_jsonl
 from rlaif.env import EnvArgs, Environment, Grader, Submission, extract_code, seeded_split
 from rlaif.errors import RlaifError
 from rlaif.types import Message, Task, final_answer
-from rlaif_rewards.unit_tests import UnitTests
+from rlaif_rewards.call_tests import CallTests, call_cases, call_check
 
 from .generated import generate_functions
 
@@ -58,26 +59,18 @@ class PyFunc(Environment):
         return seeded_split(key, self.args.test_fraction, self.args.seed)
 
     def _humaneval_task(self, row: dict) -> Task:
-        # HumanEval's tests may call helpers from the prompt (poly, encode_cyclic): import the whole namespace.
-        tests = (f"from solution import *  # noqa: F403\nfrom solution import {row['entry_point']}\n\n{row['test']}\n\n"
-                 f"def test_check():\n    check({row['entry_point']})\n")
+        # HumanEval's check() may call helpers from the prompt (poly, encode_cyclic): the prompt is the helpers.
         prompt = f"Complete this Python function:\n\n```python\n{row['prompt']}```"
         return Task(id=row["task_id"], env=self.name, split=self._split(row["task_id"]), prompt=prompt,
                     reference=row["prompt"] + row["canonical_solution"],
-                    data={"tests": {"test_solution.py": tests}, "expected": ["test_solution.py::test_check"],
+                    data={"calls": call_check(row["entry_point"], row["test"], helpers=row["prompt"]),
                           "entry_point": row["entry_point"], "stub": row["prompt"]})
 
     def _generated_task(self, fn: dict) -> Task:
-        lines = [f"from solution import {fn['name']}\n"]
-        for i, (args, expected) in enumerate(fn["cases"]):
-            call = f"{fn['name']}({', '.join(map(repr, args))})"
-            lines.append(f"\ndef test_{i}():\n    assert {call} == {expected!r}\n")
         prompt = f"Write a Python function `{fn['signature']}` that {fn['doc']}"
         return Task(id=f"pyfunc/{fn['name']}", env=self.name, split=self._split(fn["name"]), prompt=prompt,
                     reference=fn["reference"],
-                    data={"tests": {"test_solution.py": "".join(lines)},
-                          "expected": [f"test_solution.py::test_{i}" for i in range(len(fn["cases"]))],
-                          "entry_point": fn["name"]})
+                    data={"calls": call_cases(fn["name"], fn["cases"]), "entry_point": fn["name"]})
 
     async def submission(self, task: Task, messages: list[Message], sandbox) -> Submission:
         code = extract_code(final_answer(messages))
@@ -87,8 +80,7 @@ class PyFunc(Environment):
         return Submission(messages=messages, files={"solution.py": code.encode()})
 
     def graders(self, task: Task) -> list[Grader]:
-        return [UnitTests(self.image_for(task), task.data["tests"], task.data["expected"],
-                          mode=self.args.mode, timeout_s=self.args.timeout_s)]
+        return [CallTests(self.image_for(task), task.data["calls"], mode=self.args.mode, timeout_s=self.args.timeout_s)]
 
     def reference_turns(self, task: Task) -> list[Message]:
         return [Message(role="assistant", content=f"```python\n{task.reference}\n```")]

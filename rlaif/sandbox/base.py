@@ -60,6 +60,8 @@ class ExecResult(BaseModel):
     truncated: bool = False
     error: str | None = None
     """What went wrong, for infra_error."""
+    output: bytes = b""
+    """The stdout as bytes, only for an exec asked `raw=True` (a binary protocol)."""
 
     @property
     def ok(self) -> bool:
@@ -113,25 +115,32 @@ class Sandbox:
         env: Mapping[str, str] | None = None,
         cwd: str = WORK,
         max_output: int | None = None,
+        peer: Sequence[str] | None = None,
+        raw: bool = False,
     ) -> ExecResult:
-        """Run a command (a string goes through `/bin/sh -c`) and say how it ended. Never raises."""
+        """Run a command (a string goes through `/bin/sh -c`) and say how it ended. Never raises.
+
+        With `peer`, the command is the trusted side of a paired exec (see `executor.py`): it runs as the
+        grader uid with a pipe to `peer`, which runs as the commands' uid in `cwd` and never sees the stdin."""
         header, out, err = await self._request(cmd, timeout=timeout, stdin=stdin, env=env, cwd=cwd,
-                                               max_output=max_output)
+                                               max_output=max_output, peer=peer)
         return ExecResult(
             status=header["status"], exit_code=header.get("exit_code"),
-            stdout=out.decode(errors="replace"), stderr=err.decode(errors="replace"),
+            stdout="" if raw else out.decode(errors="replace"), stderr=err.decode(errors="replace"),
             duration_s=header.get("duration_s", 0.0), truncated=header.get("truncated", False),
-            error=header.get("error") if header["status"] == "infra_error" else None,
+            error=header.get("error") if header["status"] == "infra_error" else None, output=out if raw else b"",
         )
 
-    async def _request(self, cmd, *, timeout, stdin, env, cwd, max_output) -> tuple[dict, bytes, bytes]:
+    async def _request(self, cmd, *, timeout, stdin, env, cwd, max_output, peer=None) -> tuple[dict, bytes, bytes]:
         timeout = self.limits.timeout_s if timeout is None else timeout
         argv = ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
+        environment = {**BASE_ENV, **self.limits.env, **(env or {})}
         request = {
-            "op": "exec", "argv": argv, "timeout": timeout, "cwd": cwd, "stdin_len": len(stdin),
-            "env": {**BASE_ENV, **self.limits.env, **(env or {})},
-            "max_output": self.limits.max_output_bytes if max_output is None else max_output,
+            "op": "exec", "argv": argv, "timeout": timeout, "cwd": "/" if peer else cwd, "stdin_len": len(stdin),
+            "env": environment, "max_output": self.limits.max_output_bytes if max_output is None else max_output,
         }
+        if peer is not None:
+            request["peer"] = {"argv": list(peer), "env": environment, "cwd": cwd}
         start = time.monotonic()
         try:
             return await asyncio.wait_for(self._call(request, stdin), timeout + GRACE_S)
@@ -165,6 +174,18 @@ class Sandbox:
             self.dead = True
             return False
         return header.get("status") == "ok"
+
+    async def reset(self, timeout: float = 30.0) -> bool:
+        """Make this sandbox as good as fresh for the next user (every process killed, /work, /tmp and
+        /dev/shm emptied). False when it could not be (something survived, or it did not answer): retire it."""
+        if self.dead:
+            return False
+        try:
+            header, _, _ = await asyncio.wait_for(self._call({"op": "reset"}), timeout)
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError):
+            self.dead = True
+            return False
+        return header.get("status") == "ok" and header.get("clean") is True
 
     async def write_files(self, files: Mapping[str, bytes | str], dest: str = WORK) -> None:
         """Write files (paths relative to `dest`) as the sandbox user. Raises SandboxError."""

@@ -32,6 +32,8 @@ from rlaif.sandbox.engine import docker_client
 
 EXECUTOR = Path(__file__).with_name("executor.py")
 SANDBOX_UID = 1000
+GRADER_UID = 1001
+"""The trusted side of a paired exec (a grading harness): another uid than the commands'."""
 START_TIMEOUT_S = 30.0
 
 
@@ -102,6 +104,7 @@ def _run_container(image: str, limits: Limits, run_id: str, sandbox_id: str, soc
             image,
             entrypoint=["tini", "--", "python3", "/opt/rlaif/executor.py"],
             command=["--socket", "/run/rlaif/executor.sock", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
+                     "--grader-uid", str(GRADER_UID),
                      "--lifetime", str(limits.lifetime_s)],
             name=f"rlaif-{sandbox_id}",
             hostname="sandbox",

@@ -14,9 +14,21 @@ including ones that escaped their process group with setsid. Execs are serialise
 every process but the init and the executor is killed (`kill(-1)`), which needs no fork and so works
 even when a fork bomb has exhausted the pid limit.
 
+A paired exec (`"peer"` in the request) runs two processes joined by a pipe in each direction: the
+request's own command as the *grader* uid (`--grader-uid`, trusted: it gets the stdin and its stdout is
+the answer) and the peer as the commands' uid (untrusted: no stdin but the pipe, its output discarded).
+The trusted side finds the pipe ends in `RLAIF_CHANNEL` ("READ_FD,WRITE_FD"). Neither uid can signal,
+trace or read the other's memory, files or /proc entries; the peer cannot reach the answer at all.
+
+`reset` makes a used sandbox as good as fresh, or says it cannot: every process but init and the
+executor is killed, /work, /tmp and /dev/shm are emptied (as the commands' uid, which owns what they
+left), and the answer is `clean: false` when anything survives that (a file, a process, a SysV IPC
+object), so the caller retires the sandbox instead of reusing it.
+
 Wire format (both directions): one JSON header line, then raw bytes whose lengths the header gives.
   request  {"op": "exec", "argv": [...], "timeout": s, "env": {...}, "cwd": "/work", "stdin_len": n,
-            "max_output": bytes} + stdin bytes        |  {"op": "ping"}
+            "max_output": bytes, "peer": {"argv": [...], "env": {...}, "cwd": ...}?} + stdin bytes
+           |  {"op": "ping"}  |  {"op": "reset"}
   response {"status", "exit_code", "duration_s", "truncated", "stdout_len", "stderr_len", "error"}
             + stdout bytes + stderr bytes
 Statuses: ok, nonzero_exit, timeout, oom, output_truncated (the command was stopped when its
@@ -29,17 +41,22 @@ namespaces and limits the sandbox was started with. The sandbox provides those; 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import selectors
 import signal
 import socket
+import stat
 import subprocess
 import threading
 import time
 
 OOM_COUNTERS = ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control")
 READ_CHUNK = 1 << 16
+SCRATCH = ("/work", "/tmp", "/dev/shm")
+"""What commands can write, and `reset` empties."""
+SYSV_IPC = ("/proc/sysvipc/shm", "/proc/sysvipc/msg", "/proc/sysvipc/sem")
 
 
 def oom_kills() -> int | None:
@@ -56,10 +73,32 @@ def oom_kills() -> int | None:
     return None
 
 
-def kill_everything_else(child: subprocess.Popen | None = None, grace_s: float = 0.5) -> int:
+def wipe(folders: tuple[str, ...]) -> None:
+    """Empty each folder, whatever modes were set inside it (directories made unreadable are opened up and the
+    walk is run again). Meant to run as the uid that owns what is there."""
+    for _ in range(2):
+        for top in folders:
+            for root, dirs, files in os.walk(top, topdown=False):
+                for name in files + dirs:
+                    path = os.path.join(root, name)
+                    try:
+                        if not os.path.islink(path) and os.path.isdir(path):
+                            os.chmod(path, stat.S_IRWXU)
+                            os.rmdir(path)
+                        else:
+                            os.unlink(path)
+                    except OSError:
+                        pass
+            for root, dirs, _ in os.walk(top):
+                for name in dirs:
+                    with contextlib.suppress(OSError):
+                        os.chmod(os.path.join(root, name), stat.S_IRWXU)
+
+
+def kill_everything_else(*children: subprocess.Popen, grace_s: float = 0.5) -> int:
     """SIGKILL every process but init and this one, until none is left. Returns the rounds it took.
 
-    kill(-1) also "succeeds" on zombies, so each round reaps our own child; the init reaps the rest.
+    kill(-1) also "succeeds" on zombies, so each round reaps our own children; the init reaps the rest.
     """
     deadline = time.monotonic() + grace_s
     rounds = 0
@@ -69,42 +108,82 @@ def kill_everything_else(child: subprocess.Popen | None = None, grace_s: float =
         except ProcessLookupError:
             return rounds
         rounds += 1
-        if child is not None:
+        for child in children:
             child.poll()
         time.sleep(0.001)
     return rounds
 
 
 class Executor:
-    def __init__(self, uid: int, gid: int, wrap: list[str]) -> None:
-        self.uid, self.gid, self.wrap = uid, gid, wrap
+    def __init__(self, uid: int, gid: int, wrap: list[str], grader_uid: int | None = None) -> None:
+        self.uid, self.gid, self.wrap, self.grader_uid = uid, gid, wrap, grader_uid
         self.lock = threading.Lock()  # one exec at a time: cleanup after an exec kills everything
 
     def run(self, req: dict, stdin: bytes) -> tuple[dict, bytes, bytes]:
         with self.lock:
             return self._run(req, stdin)
 
+    def reset(self) -> dict:
+        """Kill every command's process and empty the scratch folders; `clean` says whether nothing survived."""
+        with self.lock:
+            kill_everything_else()
+            pid = os.fork()  # a forked child, not a new interpreter: the wipe is on every grading's path
+            if pid == 0:
+                try:
+                    os.setgroups([])
+                    os.setgid(self.gid)
+                    os.setuid(self.uid)
+                    wipe(SCRATCH)
+                finally:
+                    os._exit(0)
+            os.waitpid(pid, 0)
+            kill_everything_else()
+            left = [d for d in SCRATCH if os.path.isdir(d) and os.listdir(d)]
+            left += [path for path in SYSV_IPC if _entries(path)]
+            alive = [pid for pid in os.listdir("/proc") if pid.isdigit() and int(pid) not in (1, os.getpid())]
+            left += [f"process {pid}" for pid in alive]
+            return {"status": "ok", "clean": not left, "left": left[:10]}
+
+    def _start(self, req: dict, uid: int, **streams) -> subprocess.Popen:
+        return subprocess.Popen([*self.wrap, *req["argv"]], cwd=req.get("cwd") or None, env=req.get("env") or {},
+                                user=uid, group=uid if uid != self.uid else self.gid, extra_groups=[],
+                                start_new_session=True, **streams)
+
     def _run(self, req: dict, stdin: bytes) -> tuple[dict, bytes, bytes]:
         timeout, cap = float(req.get("timeout", 30)), int(req.get("max_output", 1 << 20))
+        peer = req.get("peer")
+        if peer is not None and self.grader_uid is None:
+            return {"status": "infra_error", "error": "this executor was started without --grader-uid"}, b"", b""
         ooms_before = oom_kills()
         start = time.monotonic()
+        channel: list[int] = []
+        children: list[subprocess.Popen] = []
         try:
-            proc = subprocess.Popen(
-                [*self.wrap, *req["argv"]], cwd=req.get("cwd") or None, env=req.get("env") or {},
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                user=self.uid, group=self.gid, extra_groups=[], start_new_session=True,
-            )
+            streams = dict(stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            if peer is None:
+                proc = self._start(req, self.uid, **streams)
+            else:
+                to_peer, from_peer = os.pipe(), os.pipe()
+                channel = [*to_peer, *from_peer]
+                children.append(self._start(peer, self.uid, stdin=to_peer[0], stdout=from_peer[1],
+                                            stderr=subprocess.DEVNULL))
+                req = {**req, "env": {**(req.get("env") or {}), "RLAIF_CHANNEL": f"{from_peer[0]},{to_peer[1]}"}}
+                proc = self._start(req, self.grader_uid, pass_fds=(from_peer[0], to_peer[1]), **streams)
         except OSError as err:
             # The command could not start (no such program, bad cwd): that is the caller's command.
+            kill_everything_else(*children)
             header = {"status": "nonzero_exit", "exit_code": 127, "error": f"{type(err).__name__}: {err}"}
             return header, b"", str(err).encode()
+        finally:
+            for fd in channel:
+                os.close(fd)
         out, err, why = self._collect(proc, stdin, start + timeout, cap)
         if why is None:
             try:
                 proc.wait(timeout=max(0.0, start + timeout - time.monotonic()))
             except subprocess.TimeoutExpired:
                 why = "timeout"
-        kill_everything_else(proc)
+        kill_everything_else(proc, *children)
         code = proc.wait()
         duration = time.monotonic() - start
         ooms_after = oom_kills()
@@ -170,6 +249,15 @@ class Executor:
         return out, err, why
 
 
+def _entries(path: str) -> int:
+    """How many objects a /proc/sysvipc table lists (its first line is a header)."""
+    try:
+        with open(path) as f:
+            return max(0, len(f.read().splitlines()) - 1)
+    except OSError:
+        return 0
+
+
 def read_exact(conn: socket.socket, n: int) -> bytes:
     chunks, left = [], n
     while left:
@@ -187,6 +275,8 @@ def serve(conn: socket.socket, executor: Executor, started: float) -> None:
             req = json.loads(reader.readline())
             if req.get("op") == "ping":
                 header, out, err = {"status": "ok", "uptime_s": time.monotonic() - started}, b"", b""
+            elif req.get("op") == "reset":
+                header, out, err = executor.reset(), b"", b""
             else:
                 stdin = reader.read(int(req.get("stdin_len", 0)))
                 header, out, err = executor.run(req, stdin)
@@ -220,12 +310,14 @@ def main() -> None:
     parser.add_argument("--socket", required=True, help="Unix socket path to listen on.")
     parser.add_argument("--uid", type=int, default=1000, help="uid commands run as.")
     parser.add_argument("--gid", type=int, default=1000, help="gid commands run as.")
+    parser.add_argument("--grader-uid", type=int, default=None,
+                        help="uid (and gid) of the trusted side of a paired exec; none: paired execs are refused.")
     parser.add_argument("--lifetime", type=float, default=3600, help="Seconds before the sandbox ends itself.")
     parser.add_argument("--wrap", default="", help="Space-separated prefix for every command (e.g. prlimit ...).")
     args = parser.parse_args()
 
     started = time.monotonic()
-    executor = Executor(args.uid, args.gid, args.wrap.split())
+    executor = Executor(args.uid, args.gid, args.wrap.split(), args.grader_uid)
     if os.path.exists(args.socket):
         os.unlink(args.socket)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -61,6 +61,8 @@ from rlaif.sandbox.base import SOCKET_ROOT, WORK, Limits, Sandbox, SandboxError
 
 EXECUTOR = Path(__file__).with_name("executor.py")
 SANDBOX_UID = 65534
+GRADER_UID = 65533
+"""The trusted side of a paired exec (a grading harness): an otherwise unused host uid, not nobody."""
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -247,6 +249,7 @@ def bwrap_argv(bwrap: str, python: str, limits: Limits, socket_dir: Path, info_f
         "--",
         python, "-I", "/opt/rlaif/executor.py",
         "--socket", "/run/rlaif/executor.sock", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
+        "--grader-uid", str(GRADER_UID),
         "--lifetime", str(limits.lifetime_s),
         "--wrap", f"{PRLIMIT} --as={limits.memory_mb << 20} --nproc={limits.pids} "
                   f"--fsize={limits.work_mb << 20} --",

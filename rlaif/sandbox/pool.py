@@ -1,6 +1,11 @@
 """A warm pool of sandboxes per image: started ahead of demand, checked before hand-out, never reused
 across trajectories unless asked.
 
+Two ways to ask: `reuse` (config) keeps a healthy sandbox as it is, for callers that do not need a clean
+one; `recycle` (per hand-out) resets it first (`Sandbox.reset`: every process killed, scratch folders emptied)
+and keeps it only when the reset says nothing survived, else retires it. Graders recycle: one answer's
+leftovers never reach the next, and the next answer skips a sandbox start.
+
 `acquire()` hands out a sandbox that answered a ping just now; a dead one is dropped and replaced.
 `run()` is the one-shot path (fresh sandbox, optional files, one command) and retries infrastructure
 failures on a fresh sandbox up to `infra_retries` times; the command's own failures are the answer
@@ -116,22 +121,30 @@ class SandboxPool:
             self.stats["discarded_dead"] += 1
             self._spawn(item.close())
 
-    async def release(self, sandbox: Sandbox) -> None:
-        """Give a sandbox back: closed (in the background), or kept warm when `reuse` is on and it is healthy."""
+    async def release(self, sandbox: Sandbox, *, recycle: bool = False) -> None:
+        """Give a sandbox back: closed (in the background); kept warm when `reuse` is on and it is healthy; or,
+        with `recycle`, reset and kept when the reset leaves it clean."""
         self._in_use.discard(sandbox)
-        if self.reuse and not self._closed and not sandbox.dead and await sandbox.alive():
-            self._ready.put_nowait(sandbox)
-            return
+        if not self._closed and not sandbox.dead:
+            if recycle:
+                if await sandbox.reset():
+                    self.stats["recycled"] += 1
+                    self._ready.put_nowait(sandbox)
+                    return
+                self.stats["retired_unclean"] += 1
+            elif self.reuse and await sandbox.alive():
+                self._ready.put_nowait(sandbox)
+                return
         self._spawn(sandbox.close())
 
     @contextlib.asynccontextmanager
-    async def sandbox(self) -> AsyncIterator[Sandbox]:
-        """`async with pool.sandbox() as sb:` acquire, use, release."""
+    async def sandbox(self, *, recycle: bool = False) -> AsyncIterator[Sandbox]:
+        """`async with pool.sandbox() as sb:` acquire, use, release (reset and kept for reuse with `recycle`)."""
         sandbox = await self.acquire()
         try:
             yield sandbox
         finally:
-            await self.release(sandbox)
+            await self.release(sandbox, recycle=recycle)
 
     async def run(
         self,
