@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from typing_extensions import Self
 
 from rlaif.core.config import SandboxConfig
@@ -60,8 +60,8 @@ class ExecResult(BaseModel):
     truncated: bool = False
     error: str | None = None
     """What went wrong, for infra_error."""
-    output: bytes = b""
-    """The stdout as bytes, only for an exec asked `raw=True` (a binary protocol)."""
+    output: bytes = Field(default=b"", exclude=True)
+    """The stdout as bytes, only for an exec asked `raw=True` (a binary protocol); never serialised."""
 
     @property
     def ok(self) -> bool:
