@@ -23,8 +23,8 @@ again) and bounds each call with a timer; those are its own, and a submission ma
 only its own score: the grader's total timeout (and the harness's per-call deadline) still bounds it, and every
 case not answered in time fails.
 
-Standard library only, and quick to start (no json, no ast unless a `check` runs): it runs on the sandbox image's
-python3, once per graded answer.
+Standard library only, and quick to start (no json, no enum, no ast unless a `check` runs): it runs on the sandbox
+image's python3, once per graded answer. The callee is started on this file's source above `CALLEE_END` only.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ MAX_FRAME = 8 << 20
 MAX_DEPTH = 64
 LEN = struct.Struct(">I")
 FLOAT = struct.Struct(">d")
+CALLEE_END = "# ---- the trusted side"
+"""Where the callee's part of this file ends: it is started on the source above, a third less to compile."""
 ENDING = ("unencodable", "timeout", "crashed", "malformed", "import_error")
 """Outcomes after which the callee is gone or cannot be trusted to go on: later cases are `not run`."""
 
@@ -190,8 +192,8 @@ def reply(payload: bytes) -> tuple[str, object]:
 def callee() -> None:
     """Write the submission's files, import it, answer calls to its entry point until stdin closes. Runs as the
     commands' uid, started with `-S`: site-packages only when the setup asks for them."""
+    import _signal as signal  # the C module: `signal` imports enum, a third of this process's start-up
     import resource
-    import signal
 
     read_fd, write_fd = os.dup(0), os.dup(1)
     null = os.open(os.devnull, os.O_RDWR)
@@ -247,7 +249,7 @@ def callee() -> None:
             return
 
 
-# ---- the trusted side of `check` tests -------------------------------------------------------------------
+# ---- the trusted side of `check` tests (the callee's source ends above this line: CALLEE_END) -----------
 class CalleeGone(BaseException):
     """The callee can answer no more (an ending outcome); a BaseException, so that a test cannot swallow it."""
 

@@ -34,11 +34,11 @@ from typing import Any, Literal
 from rlaif.env import GradeContext, Grader, Submission
 from rlaif.sandbox.base import ExecResult, SandboxError
 from rlaif.types import RewardResult, Task
-from rlaif_rewards.call_harness import ENDING, LEN, Malformed, reply, same
+from rlaif_rewards.call_harness import CALLEE_END, ENDING, LEN, Malformed, reply, same
 
 SOURCE = Path(__file__).with_name("call_harness.py").read_text()
 HARNESS = ["python3", "-I", "-S", "-c", SOURCE, "harness"]
-CALLEE = ["python3", "-I", "-S", "-c", SOURCE, "callee"]
+CALLEE = ["python3", "-I", "-S", "-c", SOURCE[:SOURCE.index("\n" + CALLEE_END)] + "\ncallee()\n"]
 
 
 def call_cases(entry_point: str, cases: list[tuple[tuple, Any]]) -> dict[str, Any]:

@@ -105,6 +105,8 @@ class Sandbox:
         self.limits = limits
         self.dead = False
         self.created = time.monotonic()
+        self.reset_at = 0.0
+        """When a reset last left it clean (monotonic seconds; 0: never): a hand-out just after needs no ping."""
 
     async def exec(
         self,
@@ -185,7 +187,9 @@ class Sandbox:
         except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError):
             self.dead = True
             return False
-        return header.get("status") == "ok" and header.get("clean") is True
+        clean = header.get("status") == "ok" and header.get("clean") is True
+        self.reset_at = time.monotonic() if clean else 0.0
+        return clean
 
     async def write_files(self, files: Mapping[str, bytes | str], dest: str = WORK) -> None:
         """Write files (paths relative to `dest`) as the sandbox user. Raises SandboxError."""

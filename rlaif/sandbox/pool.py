@@ -114,8 +114,9 @@ class SandboxPool:
             self._refill()
             if isinstance(item, BaseException):
                 raise item
-            too_old = time.monotonic() - item.created > 0.9 * self.limits.lifetime_s
-            if not too_old and await item.alive():
+            now = time.monotonic()
+            too_old = now - item.created > 0.9 * self.limits.lifetime_s
+            if not too_old and (now - item.reset_at < 1.0 or await item.alive()):  # a reset just now is a ping
                 self._in_use.add(item)
                 return item
             self.stats["discarded_dead"] += 1
