@@ -88,7 +88,7 @@ class CallTests(Grader):
             try:
                 async with pool.sandbox(recycle=True) as sandbox:
                     run = await sandbox.exec(argv, stdin=stdin, timeout=self.timeout_s, peer=peer, raw=True,
-                                             max_output=(1 << 20) + 64 * len(self.cases))
+                                             until_exit=True, max_output=(1 << 20) + 64 * len(self.cases))
             except SandboxError as err:
                 error = str(err)
                 continue

@@ -1,27 +1,39 @@
-"""Unit-test grading that the graded code cannot tamper with.
+"""Pytest grading for suites that must import the submission (repo_repair), made as hard to forge as a shared
+interpreter allows, and honest about the rest.
 
-The tests run only after the episode, in a FRESH sandbox from the task's image that holds the
-submission's files and then the task's own test files (written last, so they win). Before that,
-everything the agent may have planted to steer the test run is dropped:
+The tests run only after the episode, in a FRESH sandbox from the task's image that holds the submission's
+files and then the task's own test files (written last, so they win). Before that, everything the agent may
+have planted to steer the test run is dropped:
 - any `conftest.py`, `pytest.ini`, `tox.ini`, `setup.cfg`, `sitecustomize.py`, `usercustomize.py`, `*.pth`
   (and `pyproject.toml` unless the task shipped one: then the task's version is restored);
 - any file at a test path of the task.
-pytest then runs isolated (`python3 -I`, `--noconftest`, `-c /dev/null`, no plugins from the work tree,
-the report written to a random path outside it), and the grade is read from the JUnit report alone:
-- every expected test id must appear in the report and pass; a missing test counts as failed;
-- a run that times out, is killed, or writes no report scores 0 (status `policy_error`);
-- an exit code that contradicts the report (e.g. 0 with failures: `atexit` tricks) scores 0.
+pytest then runs isolated (`python3 -I`, `--noconftest`, `-c /dev/null`, no plugins from the work tree), with a
+plugin of rlaif's registered before anything of the submission is imported. It streams every test's start and
+outcome, as they happen, to a pipe the sandbox executor reads: no report file exists for anything to rewrite,
+and the executor stops reading when the pytest process exits, so a process left behind adds nothing. The grade
+is read from that stream, in order, and a test passes only when it started, its call passed, nothing else
+failed it, and the stream never contradicted itself about it:
+- an outcome for a test that is not the one running, a second outcome, a test started twice, a record after
+  the end, or a line that is not a record fails that test (or all of them) and raises a flag;
+- every expected test must appear and pass; a missing test counts as failed;
+- a run that times out, is killed, or streams nothing scores 0 (status `policy_error`);
+- an exit code that contradicts the stream (0 with failures: `atexit` tricks) scores 0.
 Infrastructure failures (the sandbox died) are retried on a fresh sandbox, then `infra_error`: no score.
 
-Not covered: code that deliberately patches pytest from inside the test process. Graded code runs
-in the same interpreter as its tests, as in every pytest-based harness; the sandbox bounds the damage.
+What remains possible: the submission shares the interpreter with pytest and with the plugin, so code that
+deliberately patches pytest, the plugin or `os.write` from inside the test process (at import time, say) can
+suppress the true records and write its own in order. That cannot be prevented in-process; it is made visible:
+`details["flags"]` names every contradiction in the stream, and `details["suspicious"]` the runner internals that
+the files the submission changed refer to (pytest, pluggy, `sys.modules`, frames, `gc`, `atexit`, `os._exit`...).
+The trainer counts both per step (`reward/flagged`). Suites that only call and compare should use
+`rlaif_rewards.call_tests`, where none of this is possible.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import secrets
-import xml.etree.ElementTree as ET
+import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
@@ -47,18 +59,83 @@ def staged_files(submitted: Mapping[str, bytes], original: Mapping[str, str | by
     return files
 
 
-def parse_junit(xml: bytes) -> dict[str, str]:
-    """Test id as pytest prints it (`tests/test_x.py::test_a`, `tests/test_x.py::TestA::test_a`) ->
-    passed | failed | error | skipped. Needs the xunit1 family, whose test cases carry their file."""
-    outcomes = {}
-    for case in ET.fromstring(xml).iter("testcase"):
-        path, classname = case.get("file", ""), case.get("classname", "")
-        module = path.removesuffix(".py").replace("/", ".")
-        inner = classname[len(module) + 1:] if classname.startswith(module + ".") else ""
-        test_id = "::".join(part for part in (path, inner.replace(".", "::"), case.get("name", "")) if part)
-        kinds = {child.tag for child in case}
-        outcomes[test_id] = next((k for k in ("failure", "error", "skipped") if k in kinds), "passed")
-    return {t: {"failure": "failed"}.get(o, o) for t, o in outcomes.items()}
+RUNNER = """
+import json, os, sys
+stream = os.dup(1)  # the executor's pipe, for records only
+os.dup2(2, 1)       # what pytest and the tests print goes to stderr
+import pytest
+
+def record(*fields):
+    os.write(stream, (json.dumps(fields) + "\\n").encode())
+
+class Stream:
+    def pytest_runtest_logstart(self, nodeid, location):
+        record("start", nodeid)
+
+    def pytest_runtest_logreport(self, report):
+        record(report.when, report.nodeid, report.outcome)
+
+    def pytest_sessionfinish(self, session, exitstatus):
+        record("end", int(exitstatus))
+
+sys.exit(pytest.main(sys.argv[1:], plugins=[Stream()]))
+"""
+"""The pytest process: the plugin is registered before collection imports anything of the submission."""
+SUSPICIOUS = re.compile(r"\b(_?pytest|pluggy|sys\.modules|_getframe|f_back|f_locals|gc\.get_|atexit|os\._exit|"
+                        r"builtins|__import__|ctypes|/proc/)")
+
+
+def read_stream(text: str, expected: Sequence[str]) -> tuple[dict[str, str], list[str], int | None, bool]:
+    """From the plugin's records: per expected test `passed`, `failed`, `error`, `skipped` or `missing`; the
+    flags the stream raised; the exit status of its end record (None without one); whether any test failed."""
+    outcomes: dict[str, str] = {}
+    started: set[str] = set()
+    called: set[str] = set()
+    flags: list[str] = []
+    running: str | None = None
+    end: int | None = None
+    worst = {"passed": 0, "skipped": 1, "error": 2, "failed": 3}
+
+    def fail(tests: Sequence[str], why: str) -> None:
+        flags.append(why[:200])
+        outcomes.update(dict.fromkeys(tests, "failed"))
+
+    for line in text.splitlines():
+        try:
+            kind, *fields = json.loads(line)
+        except (ValueError, TypeError):
+            fail(expected, f"a line that is not a record: {line[:100]!r}")
+            continue
+        if end is not None:
+            fail(expected, f"a record after the end: {line[:100]!r}")
+        elif kind == "start" and len(fields) == 1:
+            if fields[0] in started:
+                fail([fields[0]], f"{fields[0]} started twice")
+            started.add(running := fields[0])
+        elif kind in ("setup", "call", "teardown") and len(fields) == 2:
+            test, outcome = fields
+            if test != running:
+                fail([test], f"an outcome for {test} while {running} was running")
+            elif kind == "call" and test in called:
+                fail([test], f"a second outcome for {test}")
+            else:
+                seen = outcome if kind == "call" else {"passed": "passed", "skipped": "skipped"}.get(outcome, "error")
+                called.update([test] if kind == "call" else [])
+                outcomes[test] = max(outcomes.get(test, "passed"), seen, key=lambda o: worst.get(o, 3))
+        elif kind == "end" and len(fields) == 1 and isinstance(fields[0], int):
+            end = fields[0]
+        else:
+            fail(expected, f"a record of no known kind: {line[:100]!r}")
+    tests = {t: outcomes[t] if t in outcomes and (t in called or outcomes[t] != "passed") else "missing"
+             for t in expected}
+    any_failed = any(o in ("failed", "error") for o in outcomes.values())
+    return tests, flags, end, any_failed
+
+
+def suspicious(files: Mapping[str, bytes], original: Mapping[str, str | bytes]) -> list[str]:
+    """The runner internals that the Python files the submission changed refer to (see the module docstring)."""
+    changed = [c for p, c in files.items() if p.endswith(".py") and _bytes(original.get(p, b"")) != c]
+    return sorted({m for c in changed for m in SUSPICIOUS.findall(c.decode(errors="replace"))})[:10]
 
 
 class UnitTests(Grader):
@@ -84,51 +161,38 @@ class UnitTests(Grader):
 
     async def grade(self, task: Task, submission: Submission, ctx: GradeContext) -> RewardResult:
         files = staged_files(submission.files, self.original, self.tests)
-        report = f"/tmp/rlaif-report-{secrets.token_hex(8)}.xml"
         test_files = sorted({test_id.split("::")[0] for test_id in self.expected})
-        cmd = ["python3", "-I", "-m", "pytest", "-q", "-p", "no:cacheprovider", "--noconftest", "-c", "/dev/null",
-               "--rootdir=/work", "-o", "pythonpath=/work", "-o", "addopts=", "-o", "junit_family=xunit1",
-               f"--junitxml={report}", *test_files]
+        cmd = ["python3", "-I", "-c", RUNNER, "-q", "-p", "no:cacheprovider", "--noconftest", "-c", "/dev/null",
+               "--rootdir=/work", "-o", "pythonpath=/work", "-o", "addopts=", *test_files]
         pool = ctx.pools.get(self.image)
         error = "not run"
         for _ in range(self.retries + 1):
             try:
                 async with pool.sandbox() as sandbox:
                     await sandbox.write_files(files)
-                    run = await sandbox.exec(cmd, timeout=self.timeout_s)
-                    if run.status == "infra_error":
-                        error = run.error or "sandbox failed"
-                        continue
-                    xml = None
-                    if run.status in ("ok", "nonzero_exit"):
-                        try:
-                            xml = await sandbox.read_file(report)
-                        except SandboxError:
-                            xml = None  # no report: the run never got that far (or the sandbox broke; see alive)
-                        if xml is None and not await sandbox.alive():
-                            error = f"sandbox died while reading the report of {task.id}"
-                            continue
-                    return self._score(run.status, run.exit_code, xml, run.stdout[-2000:] + run.stderr[-2000:])
+                    run = await sandbox.exec(cmd, timeout=self.timeout_s, until_exit=True)
             except SandboxError as err:
                 error = str(err)
+                continue
+            if run.status == "infra_error":
+                error = run.error or "sandbox failed"
+                continue
+            return self._score(run.status, run.exit_code, run.stdout, run.stderr[-4000:],
+                               suspicious(submission.files, self.original))
         return RewardResult(status="infra_error", details={"error": error})
 
-    def _score(self, status: str, exit_code: int | None, xml: bytes | None, log: str) -> RewardResult:
-        details: dict = {"run_status": status, "exit_code": exit_code, "log": log}
-        if xml is None:
+    def _score(self, status: str, exit_code: int | None, stream: str, log: str, hints: list[str]) -> RewardResult:
+        details: dict = {"run_status": status, "exit_code": exit_code, "log": log,
+                         **({"suspicious": hints} if hints else {})}
+        if status not in ("ok", "nonzero_exit") or not stream:
             details["tests"] = {t: "not run" for t in self.expected}
             return RewardResult(status="policy_error", total=0.0, components={self.name: 0.0}, details=details)
-        try:
-            outcomes = parse_junit(xml)
-        except ET.ParseError:
-            outcomes = {}
-        tests = {t: outcomes.get(t, "missing") for t in self.expected}
+        tests, flags, end, any_failed = read_stream(stream, self.expected)
         passed = sum(v == "passed" for v in tests.values())
-        # pytest exits 0 exactly when nothing failed, 1 when something did; anything else, or a report that
-        # disagrees with the exit code (an atexit hook forcing 0, say), earns nothing.
-        any_failed = any(v in ("failed", "error") for v in outcomes.values())
-        consistent = exit_code in (0, 1) and (exit_code == 1) == any_failed
-        details.update(tests=tests, consistent=consistent)
+        # pytest exits 0 exactly when nothing failed, 1 when something did, and says so in its end record;
+        # anything else (an atexit hook forcing 0 after failures, a session that never ended) earns nothing.
+        consistent = exit_code in (0, 1) and end == exit_code and (exit_code == 1) == any_failed
+        details.update(tests=tests, consistent=consistent, **({"flags": flags} if flags else {}))
         if not consistent:
             score = 0.0
         elif self.mode == "all":

@@ -1,17 +1,21 @@
-"""Unit-test grading cannot be tampered with: tests run after the episode, in a fresh sandbox, on the
-submission's files minus anything planted, and the grade comes from the test report alone."""
+"""Pytest grading is as hard to forge as a shared interpreter allows: tests run after the episode, in a fresh
+sandbox, on the submission's files minus anything planted; the grade comes from outcomes streamed to the
+executor as they happen; what stays possible (patching pytest from inside) is flagged."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
 from rlaif.env import GradeContext, Submission
 from rlaif.sandbox.base import Limits
 from rlaif.sandbox.pool import SandboxPools
-from rlaif.types import Message, Task
-from rlaif_rewards.unit_tests import UnitTests, parse_junit, staged_files
+from rlaif.train.groups import ScoredGroup
+from rlaif.train.metrics import batch_metrics
+from rlaif.types import Message, RewardResult, Task, Trajectory
+from rlaif_rewards.unit_tests import UnitTests, read_stream, staged_files
 
 pytestmark = pytest.mark.docker
 
@@ -112,11 +116,60 @@ def test_staging_keeps_the_tasks_originals_of_plantable_files():
                       "tests/test_calc.py": TESTS["tests/test_calc.py"].encode()}
 
 
-def test_junit_ids_match_pytest_node_ids():
-    xml = (b'<testsuites><testsuite><testcase classname="tests.test_calc" name="test_add" file="tests/test_calc.py">'
-           b'<failure/></testcase><testcase classname="tests.test_calc.TestBoth" name="test_zero[1]" '
-           b'file="tests/test_calc.py"/><testcase classname="test_top" name="test_e" file="test_top.py"><error/>'
-           b"</testcase></testsuite></testsuites>")
-    assert parse_junit(xml) == {"tests/test_calc.py::test_add": "failed",
-                                "tests/test_calc.py::TestBoth::test_zero[1]": "passed",
-                                "test_top.py::test_e": "error"}
+FORGE = """
+import json, os
+def forge(*records):
+    for fd in range(1, 32):
+        try:
+            os.write(fd, "".join(json.dumps(r) + "\\n" for r in records).encode())
+        except OSError:
+            pass
+"""
+
+
+def test_records_forged_at_import_fail_every_test_they_contradict_and_are_flagged(grade):
+    forged = [r for t in EXPECTED for r in (["start", t], ["call", t, "passed"])]
+    result = grade({"calc.py": HALF + FORGE + f"forge(*{forged!r})\n"})
+    assert result.total == 0.0 and result.details["flags"]
+
+
+def test_a_pass_forged_inside_a_failing_call_cannot_overwrite_its_failure(grade):
+    lying_add = FORGE + ("def add(a, b):\n    forge(['call', 'tests/test_calc.py::test_add', 'passed'])\n"
+                         "    return a * b\n\ndef sub(a, b):\n    return a - b\n")
+    result = grade({"calc.py": lying_add})
+    assert result.details["tests"]["tests/test_calc.py::test_add"] == "failed" and result.details["flags"]
+    assert result.total <= grade({"calc.py": HALF}).total
+
+
+def test_a_process_left_behind_adds_nothing_to_the_verdict(grade):
+    forged = [r for t in EXPECTED for r in (["start", t], ["call", t, "passed"])] + [["end", 0]]
+    daemon = HALF + FORGE + ("import time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(1.5)\n"
+                             f"    forge(*{forged!r})\n    os._exit(0)\n")
+    result = grade({"calc.py": daemon})
+    assert result.total == pytest.approx(2 / 3) and "flags" not in result.details
+
+
+def test_patching_pytest_from_inside_stays_possible_and_is_flagged_and_counted(grade):
+    """The documented hole: a submission that rewrites pytest's reports in its own process. It is flagged, and
+    the trainer counts flagged answers per step."""
+    patch = HALF + ("import _pytest.reports\ninit = _pytest.reports.TestReport.__init__\n"
+                    "def forced(self, *args, **kwargs):\n    init(self, *args, **kwargs)\n    self.outcome = 'passed'\n"
+                    "_pytest.reports.TestReport.__init__ = forced\n")
+    result = grade({"calc.py": patch})
+    assert "_pytest" in result.details["suspicious"]
+    reward = RewardResult(total=result.total, details={"tests": result.details})
+    traj = Trajectory(id="x", task_id=TASK.id, reward=reward)
+    assert batch_metrics([ScoredGroup(0, 0, [traj])], 0)["reward/flagged"] == 1.0
+
+
+def test_the_stream_is_read_in_order_and_every_contradiction_fails_its_test():
+    a, b = EXPECTED[:2]
+    lines = [["start", a], ["setup", a, "passed"], ["call", a, "passed"], ["teardown", a, "passed"],
+             ["start", b], ["call", a, "passed"], ["call", b, "passed"], ["end", 0]]
+    tests, flags, end, failed = read_stream("\n".join(json.dumps(r) for r in lines), EXPECTED)
+    assert tests == {a: "failed", b: "passed", EXPECTED[2]: "missing"} and end == 0 and failed and len(flags) == 1
+    tests, flags, _, _ = read_stream(json.dumps(["start", a]) + "\nnot json\n", EXPECTED)
+    assert set(tests.values()) == {"failed"} and flags
+    tests, _, _, failed = read_stream("\n".join(json.dumps(r) for r in [["start", a], ["setup", a, "failed"]]),
+                                      EXPECTED)
+    assert tests[a] == "error" and failed

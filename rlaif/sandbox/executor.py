@@ -27,7 +27,8 @@ object), so the caller retires the sandbox instead of reusing it.
 
 Wire format (both directions): one JSON header line, then raw bytes whose lengths the header gives.
   request  {"op": "exec", "argv": [...], "timeout": s, "env": {...}, "cwd": "/work", "stdin_len": n,
-            "max_output": bytes, "peer": {"argv": [...], "env": {...}, "cwd": ...}?} + stdin bytes
+            "max_output": bytes, "until_exit": bool?, "peer": {"argv": [...], "env": {...}, "cwd": ...}?}
+           + stdin bytes
            |  {"op": "ping"}  |  {"op": "reset"}
   response {"status", "exit_code", "duration_s", "truncated", "stdout_len", "stderr_len", "error"}
             + stdout bytes + stderr bytes
@@ -177,7 +178,7 @@ class Executor:
         finally:
             for fd in channel:
                 os.close(fd)
-        out, err, why = self._collect(proc, stdin, start + timeout, cap)
+        out, err, why = self._collect(proc, stdin, start + timeout, cap, bool(req.get("until_exit")))
         if why is None:
             try:
                 proc.wait(timeout=max(0.0, start + timeout - time.monotonic()))
@@ -197,8 +198,10 @@ class Executor:
                   "truncated": why == "output_truncated"}
         return header, out, err
 
-    def _collect(self, proc: subprocess.Popen, stdin: bytes, deadline: float, cap: int):
-        """Feed stdin, read both streams until EOF, the deadline, or more than `cap` bytes in all."""
+    def _collect(self, proc: subprocess.Popen, stdin: bytes, deadline: float, cap: int, until_exit: bool = False):
+        """Feed stdin, read both streams until EOF, the deadline, or more than `cap` bytes in all. With
+        `until_exit`, stop once the command itself has exited and what was written by then is read: a process it
+        left behind holding the pipes can neither delay the answer nor add to it."""
         sel = selectors.DefaultSelector()
         bufs = {proc.stdout: bytearray(), proc.stderr: bytearray()}
         for stream in bufs:
@@ -217,7 +220,12 @@ class Executor:
                 if remaining <= 0:
                     why = "timeout"
                     break
-                for key, _ in sel.select(remaining):
+                if until_exit and proc.poll() is not None:
+                    _drain(bufs, {key.fileobj for key in sel.get_map().values()}, cap)
+                    if sum(len(b) for b in bufs.values()) > cap:
+                        why = "output_truncated"
+                    break
+                for key, _ in sel.select(min(remaining, 0.05) if until_exit else remaining):
                     if key.fileobj is proc.stdin:
                         try:
                             pending = pending[os.write(proc.stdin.fileno(), pending[:READ_CHUNK]):]
@@ -247,6 +255,15 @@ class Executor:
             if not stream.closed:
                 stream.close()
         return out, err, why
+
+
+def _drain(bufs: dict, streams: set, cap: int) -> None:
+    """Read what is in the pipes now, without waiting for more (up to just past `cap` bytes in all)."""
+    for stream in bufs:
+        if stream in streams:
+            with contextlib.suppress(OSError):  # BlockingIOError: nothing more there now
+                while sum(len(b) for b in bufs.values()) <= cap and (chunk := os.read(stream.fileno(), READ_CHUNK)):
+                    bufs[stream] += chunk
 
 
 def _entries(path: str) -> int:

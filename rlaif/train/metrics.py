@@ -1,5 +1,5 @@
-"""The figures of one training step: rewards by component, pass and truncation rates, staleness, judge
-cost, generation and grading time, and the learners' own figures combined across ranks."""
+"""The figures of one training step: rewards by component, pass and truncation rates, answers a grader flagged,
+staleness, judge cost, generation and grading time, and the learners' own figures combined across ranks."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ def batch_metrics(batch: list[ScoredGroup], version: int) -> dict[str, float]:
         "staleness/mean": sum(version - g.version for g in batch) / len(batch),
         "staleness/max": float(max(version - g.version for g in batch)),
         "judge_cost_usd": sum(_cost(t.reward.details) for t in trajs),
+        "reward/flagged": float(sum(_flagged(t.reward.details) for t in trajs)),
         "_generate_s": sum(t.timings.get("generate", 0.0) for t in trajs) / len(trajs),
         "_reward_s": sum(t.timings.get("reward", 0.0) for t in trajs) / len(trajs),
     }
@@ -47,6 +48,14 @@ def merge_ranks(parts: list[dict[str, float]]) -> dict[str, float]:
                 continue
             metrics[key] = max(metrics.get(key, 0.0), value) if key == "train_s" else metrics.get(key, 0.0) + value
     return metrics
+
+
+def _flagged(details: Any) -> bool:
+    """Whether a grader flagged the answer (`flags`: a contradicting test stream; `suspicious`: it touches the test
+    runner) anywhere in a reward's (nested) details: what in-process grading cannot rule out, made visible."""
+    if isinstance(details, dict):
+        return any((k in ("flags", "suspicious") and bool(v)) or _flagged(v) for k, v in details.items())
+    return False
 
 
 def _cost(details: Any) -> float:
