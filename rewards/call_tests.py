@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rlaif.env import GradeContext, Grader, Submission
-from rlaif.sandbox.base import ExecResult, SandboxError
+from rlaif.sandbox.base import ExecResult
 from rlaif.types import RewardResult, Task
 from rlaif_rewards.call_harness import CALLEE_END, ENDING, LEN, Malformed, reply, same
 
@@ -63,8 +63,8 @@ class CallTests(Grader):
 
     def __init__(self, image: str, spec: dict[str, Any], *, mode: Literal["fraction", "all"] = "fraction",
                  timeout_s: float = 20.0, call_timeout_s: float = 5.0, memory_mb: int = 256, rel_tol: float = 0.0,
-                 abs_tol: float = 0.0, site: bool = False, weight: float = 1.0, retries: int = 2) -> None:
-        self.image, self.mode, self.timeout_s, self.weight, self.retries = image, mode, timeout_s, weight, retries
+                 abs_tol: float = 0.0, site: bool = False, weight: float = 1.0) -> None:
+        self.image, self.mode, self.timeout_s, self.weight = image, mode, timeout_s, weight
         self.tolerance = (rel_tol, abs_tol)
         self.setup = {"module": "solution", "entry_point": spec["entry_point"], "call_timeout_s": call_timeout_s,
                       "memory_mb": memory_mb, "site": site}
@@ -82,21 +82,12 @@ class CallTests(Grader):
         else:
             argv, peer = CALLEE, None
             stdin = b"".join(_frame(marshal.dumps(m, 4)) for m in [setup, *((args, {}) for args, _ in self.cases)])
-        pool = ctx.pools.get(self.image)
-        error = "not run"
-        for _ in range(self.retries + 1):
-            try:
-                async with pool.sandbox(recycle=True) as sandbox:
-                    run = await sandbox.exec(argv, stdin=stdin, timeout=self.timeout_s, peer=peer, raw=True,
-                                             until_exit=True, max_output=(1 << 20) + 64 * len(self.cases))
-            except SandboxError as err:
-                error = str(err)
-                continue
-            if run.status == "infra_error":
-                error = run.error or "sandbox failed"
-                continue
-            return self._checked(task, run) if self.check is not None else self._compared(run)
-        return RewardResult(status="infra_error", details={"error": error})
+        run = await ctx.pools.get(self.image).run(argv, stdin=stdin, timeout=self.timeout_s, recycle=True, peer=peer,
+                                                  raw=True, until_exit=True,
+                                                  max_output=(1 << 20) + 64 * len(self.cases))
+        if run.status == "infra_error":
+            return RewardResult(status="infra_error", details={"error": run.error or "sandbox failed"})
+        return self._checked(task, run) if self.check is not None else self._compared(run)
 
     def _compared(self, run: ExecResult) -> RewardResult:
         """Outcomes of `cases` from the callee's stream of answers: the first answer says it imported."""

@@ -38,7 +38,6 @@ from collections.abc import Mapping, Sequence
 from typing import Literal
 
 from rlaif.env import GradeContext, Grader, Submission
-from rlaif.sandbox.base import SandboxError
 from rlaif.types import RewardResult, Task
 
 PLANTABLE = ("conftest.py", "pytest.ini", "tox.ini", "setup.cfg", "sitecustomize.py", "usercustomize.py", "*.pth",
@@ -153,33 +152,21 @@ class UnitTests(Grader):
         mode: Literal["fraction", "all"] = "fraction",
         timeout_s: float = 60.0,
         weight: float = 1.0,
-        retries: int = 2,
     ) -> None:
         self.image, self.tests, self.expected = image, dict(tests), list(expected)
         self.original, self.mode, self.timeout_s = dict(original or {}), mode, timeout_s
-        self.weight, self.retries = weight, retries
+        self.weight = weight
 
     async def grade(self, task: Task, submission: Submission, ctx: GradeContext) -> RewardResult:
         files = staged_files(submission.files, self.original, self.tests)
         test_files = sorted({test_id.split("::")[0] for test_id in self.expected})
         cmd = ["python3", "-I", "-c", RUNNER, "-q", "-p", "no:cacheprovider", "--noconftest", "-c", "/dev/null",
                "--rootdir=/work", "-o", "pythonpath=/work", "-o", "addopts=", *test_files]
-        pool = ctx.pools.get(self.image)
-        error = "not run"
-        for _ in range(self.retries + 1):
-            try:
-                async with pool.sandbox() as sandbox:
-                    await sandbox.write_files(files)
-                    run = await sandbox.exec(cmd, timeout=self.timeout_s, until_exit=True)
-            except SandboxError as err:
-                error = str(err)
-                continue
-            if run.status == "infra_error":
-                error = run.error or "sandbox failed"
-                continue
-            return self._score(run.status, run.exit_code, run.stdout, run.stderr[-4000:],
-                               suspicious(submission.files, self.original))
-        return RewardResult(status="infra_error", details={"error": error})
+        run = await ctx.pools.get(self.image).run(cmd, files=files, timeout=self.timeout_s, until_exit=True)
+        if run.status == "infra_error":
+            return RewardResult(status="infra_error", details={"error": run.error or "sandbox failed"})
+        return self._score(run.status, run.exit_code, run.stdout, run.stderr[-4000:],
+                           suspicious(submission.files, self.original))
 
     def _score(self, status: str, exit_code: int | None, stream: str, log: str, hints: list[str]) -> RewardResult:
         details: dict = {"run_status": status, "exit_code": exit_code, "log": log,

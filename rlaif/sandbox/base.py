@@ -174,28 +174,27 @@ class Sandbox:
 
     async def alive(self, timeout: float = 2.0) -> bool:
         """True when the executor answers a ping within `timeout` seconds."""
-        if self.dead:
-            return False
-        try:
-            header, _, _ = await asyncio.wait_for(self._call({"op": "ping"}), timeout)
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError):
-            self.dead = True
-            return False
-        return header.get("status") == "ok"
+        header = await self._op("ping", timeout)
+        return header is not None and header.get("status") == "ok"
 
     async def reset(self, timeout: float = 30.0) -> bool:
         """Make this sandbox as good as fresh for the next user (every process killed, /work, /tmp and
         /dev/shm emptied). False when it could not be (something survived, or it did not answer): retire it."""
-        if self.dead:
-            return False
-        try:
-            header, _, _ = await asyncio.wait_for(self._call({"op": "reset"}), timeout)
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError):
-            self.dead = True
-            return False
-        clean = header.get("status") == "ok" and header.get("clean") is True
+        header = await self._op("reset", timeout)
+        clean = header is not None and header.get("status") == "ok" and header.get("clean") is True
         self.reset_at = time.monotonic() if clean else 0.0
         return clean
+
+    async def _op(self, op: str, timeout: float) -> dict | None:
+        """The executor's answer to a request without a command, or None (and the sandbox dead) without one."""
+        if self.dead:
+            return None
+        try:
+            header, _, _ = await asyncio.wait_for(self._call({"op": op}), timeout)
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError):
+            self.dead = True
+            return None
+        return header
 
     async def write_files(self, files: Mapping[str, bytes | str], dest: str = WORK) -> None:
         """Write files (paths relative to `dest`) as the sandbox user. Raises SandboxError."""

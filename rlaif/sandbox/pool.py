@@ -19,6 +19,7 @@ import contextlib
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
 
 from rlaif.core.config import SandboxConfig
 from rlaif.errors import RlaifError
@@ -155,17 +156,20 @@ class SandboxPool:
         timeout: float | None = None,
         stdin: bytes = b"",
         env: Mapping[str, str] | None = None,
+        recycle: bool = False,
+        **options: Any,
     ) -> ExecResult:
-        """One command in a fresh sandbox (with `files` written to /work first); infra failures retried."""
+        """One command in a fresh sandbox (with `files` written to /work first); infra failures retried on another.
+        `recycle` resets the sandbox for reuse afterwards; `options` go to `Sandbox.exec` (`peer`, `raw`, ...)."""
         result = ExecResult(status="infra_error", error="not run")
         for attempt in range(self.infra_retries + 1):
             if attempt:
                 self.stats["infra_retries"] += 1
             try:
-                async with self.sandbox() as sandbox:
+                async with self.sandbox(recycle=recycle) as sandbox:
                     if files:
                         await sandbox.write_files(files)
-                    result = await sandbox.exec(cmd, timeout=timeout, stdin=stdin, env=env)
+                    result = await sandbox.exec(cmd, timeout=timeout, stdin=stdin, env=env, **options)
             except SandboxError as err:
                 result = ExecResult(status="infra_error", error=str(err))
             if result.status != "infra_error":
