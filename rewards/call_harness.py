@@ -39,6 +39,9 @@ import time
 
 MAX_FRAME = 8 << 20
 MAX_DEPTH = 64
+MAX_HASHED = 4096
+"""Entries of one decoded set or dict at most: ints hash predictably, so a submission could otherwise send a
+set whose members all collide and make the trusted side's decoding quadratic."""
 LEN = struct.Struct(">I")
 FLOAT = struct.Struct(">d")
 CALLEE_END = "# ---- the trusted side"
@@ -113,6 +116,8 @@ def _decode(data: memoryview, at: int, depth: int) -> tuple[object, int]:
             raise Malformed(f"a bad {'int' if tag == b'I' else 'str'}") from None
     if tag not in (b"L", b"U", b"E", b"M") or n > len(data) - at:  # every item takes at least one byte
         raise Malformed(f"unknown tag {tag!r}" if tag not in (b"L", b"U", b"E", b"M") else "a bad length")
+    if tag in (b"E", b"M") and n > MAX_HASHED:
+        raise Malformed(f"a set or dict of {n} entries (at most {MAX_HASHED})")
     items = []
     for _ in range(n * 2 if tag == b"M" else n):
         item, at = _decode(data, at, depth + 1)

@@ -8,7 +8,17 @@ import random
 
 import pytest
 
-from rlaif_rewards.call_harness import MAX_DEPTH, Malformed, Unencodable, decode, encode, reply, same, strict_tree
+from rlaif_rewards.call_harness import (
+    MAX_DEPTH,
+    MAX_HASHED,
+    Malformed,
+    Unencodable,
+    decode,
+    encode,
+    reply,
+    same,
+    strict_tree,
+)
 
 pytestmark = pytest.mark.unit
 VALUES = [None, True, False, 0, -7, 1 << 200, -(1 << 200), 0.1, -0.0, math.inf, "", "héllo\udcff", b"\x00\xff",
@@ -63,6 +73,14 @@ def test_nesting_past_the_limit_is_unencodable_and_undecodable():
 def test_bytes_that_are_not_the_protocol_are_malformed(data):
     with pytest.raises(Malformed):
         decode(data)
+
+
+def test_a_set_too_large_to_hash_safely_is_malformed():
+    """Ints hash predictably: a set of colliding ones would make decoding quadratic on the trusted side."""
+    colliding = {i * (2**61 - 1) for i in range(MAX_HASHED + 1)}
+    with pytest.raises(Malformed):
+        decode(encode(colliding))
+    assert len(decode(encode(set(range(MAX_HASHED))))) == MAX_HASHED
 
 
 def test_random_bytes_decode_to_builtins_or_are_malformed_never_anything_else():
