@@ -1,5 +1,5 @@
 """`rlaif quickstart`: its refusals, and the GRPO config it writes. The pipeline itself is `make quickstart`
-(about 6.5 minutes on 2 cores after setup, too long for the suite); each of its stages is a command tested on its own
+(about 7 minutes on 2 cores after setup, too long for the suite); each of its stages is a command tested on its own
 (tests/test_eval.py, test_collect.py, test_sft.py, test_train.py)."""
 
 from __future__ import annotations
