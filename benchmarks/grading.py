@@ -79,6 +79,13 @@ async def timed(jobs: list[Callable[[], Awaitable[float]]], concurrency: int) ->
     return time.monotonic() - start, sum(rewards) / len(rewards)
 
 
+async def steady(warmup: list[Callable[[], Awaitable[float]]], concurrency: int, pools: SandboxPools) -> None:
+    """Run a few jobs untimed and wait for the pools' starts and closes: each path is timed from its own steady
+    state (a path that closes its sandboxes leaves the pool short, and refilling it is not the next path's cost)."""
+    await timed(warmup, concurrency)
+    await asyncio.gather(*(pool.settle() for pool in pools.pools.values()))
+
+
 async def measure(backend: str, tasks: list[Task], env: PyFunc, rounds: int, concurrency: int) -> dict:
     python = local_python()
     answers = [(task, code) for task in tasks for code in (task.reference, "def nothing():\n    pass\n")]
@@ -108,9 +115,9 @@ async def measure(backend: str, tasks: list[Task], env: PyFunc, rounds: int, con
             "new": [grade(call_graders[t.id], t, c) for t, c in answers],
             "floor": [lambda t=t, c=c: floor(t, c) for t, c in answers],
         }
-        await timed(jobs["new"][:concurrency], concurrency)  # warm: the pool full, every import done
         for _ in range(rounds):
             for path in PATHS:
+                await steady(jobs[path][:2 * concurrency], concurrency, pools)
                 took, mean = await timed(jobs[path], concurrency)
                 seconds[path] += took
                 rewards[path].append(mean)
