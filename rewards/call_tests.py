@@ -83,7 +83,7 @@ class CallTests(Grader):
             argv, peer = CALLEE, None
             stdin = b"".join(_frame(marshal.dumps(m, 4)) for m in [setup, *((args, {}) for args, _ in self.cases)])
         run = await ctx.pools.get(self.image).run(argv, stdin=stdin, timeout=self.timeout_s, recycle=True, peer=peer,
-                                                  raw=True, until_exit=True,
+                                                  raw=True, until_exit=True, preload=True,
                                                   max_output=(1 << 20) + 64 * len(self.cases))
         if run.status == "infra_error":
             return RewardResult(status="infra_error", details={"error": run.error or "sandbox failed"})

@@ -120,15 +120,18 @@ class Sandbox:
         peer: Sequence[str] | None = None,
         raw: bool = False,
         until_exit: bool = False,
+        preload: bool = False,
     ) -> ExecResult:
         """Run a command (a string goes through `/bin/sh -c`) and say how it ended. Never raises.
 
         With `peer`, the command is the trusted side of a paired exec (see `executor.py`): it runs as the
         grader uid with a pipe to `peer`, which runs as the commands' uid in `cwd` and never sees the stdin.
         With `until_exit`, the output is what the command wrote before it exited: processes it left behind add
-        nothing and delay nothing (graders ask for this)."""
+        nothing and delay nothing (graders ask for this). With `preload`, a `python3 -I -S -c SOURCE` command's
+        SOURCE (and the peer's) is no secret: the sandbox may keep it compiled for the commands after this one."""
         header, out, err = await self._request(cmd, timeout=timeout, stdin=stdin, env=env, cwd=cwd,
-                                               max_output=max_output, peer=peer, until_exit=until_exit)
+                                               max_output=max_output, peer=peer, until_exit=until_exit,
+                                               preload=preload)
         return ExecResult(
             status=header["status"], exit_code=header.get("exit_code"),
             stdout="" if raw else out.decode(errors="replace"), stderr=err.decode(errors="replace"),
@@ -136,8 +139,8 @@ class Sandbox:
             error=header.get("error") if header["status"] == "infra_error" else None, output=out if raw else b"",
         )
 
-    async def _request(self, cmd, *, timeout, stdin, env, cwd, max_output, peer=None,
-                       until_exit=False) -> tuple[dict, bytes, bytes]:
+    async def _request(self, cmd, *, timeout, stdin, env, cwd, max_output, peer=None, until_exit=False,
+                       preload=False) -> tuple[dict, bytes, bytes]:
         timeout = self.limits.timeout_s if timeout is None else timeout
         argv = ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
         environment = {**BASE_ENV, **self.limits.env, **(env or {})}
@@ -147,8 +150,9 @@ class Sandbox:
         }
         if peer is not None:
             request["peer"] = {"argv": list(peer), "env": environment, "cwd": cwd}
-        if until_exit:
-            request["until_exit"] = True
+        for flag, value in (("until_exit", until_exit), ("preload", preload)):
+            if value:
+                request[flag] = True
         start = time.monotonic()
         try:
             return await asyncio.wait_for(self._call(request, stdin), timeout + GRACE_S)

@@ -34,6 +34,8 @@ EXECUTOR = Path(__file__).with_name("executor.py")
 SANDBOX_UID = 1000
 GRADER_UID = 1001
 """The trusted side of a paired exec (a grading harness): another uid than the commands'."""
+ZYGOTE_UID = 1002
+"""The real uid of the executor's zygote, which forks every command (no process runs as it)."""
 START_TIMEOUT_S = 30.0
 
 
@@ -102,9 +104,9 @@ def _run_container(image: str, limits: Limits, run_id: str, sandbox_id: str, soc
         # create + start, never `run`: docker-py's run pulls a missing image from a registry.
         container = client.containers.create(
             image,
-            entrypoint=["tini", "--", "python3", "/opt/rlaif/executor.py"],
+            entrypoint=["tini", "--", "python3", "-I", "-S", "/opt/rlaif/executor.py"],
             command=["--socket", "/run/rlaif/executor.sock", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
-                     "--grader-uid", str(GRADER_UID),
+                     "--grader-uid", str(GRADER_UID), "--zygote-uid", str(ZYGOTE_UID),
                      "--lifetime", str(limits.lifetime_s)],
             name=f"rlaif-{sandbox_id}",
             hostname="sandbox",

@@ -18,8 +18,8 @@ thread that started it dies.
 Needs root: the commands' uid must differ from the executor's, and a user namespace made by bwrap
 maps one uid only, so no user namespace is used and uid 65534 in the sandbox is the host's nobody.
 
-Limits come from rlimits, not cgroups: every command runs under `prlimit --as=<memory> --nproc=<pids>
---fsize=<work size>`. What that means:
+Limits come from rlimits, not cgroups: every command runs under RLIMIT_AS=<memory>, RLIMIT_NPROC=<pids> and
+RLIMIT_FSIZE=<work size> (the executor's `--rlimit`). What that means:
 - RLIMIT_NPROC counts every process and thread of the real uid on the whole machine, so all local
   sandboxes (and anything else running as nobody on the host) share one `pids` budget.
 - RLIMIT_AS bounds address space, not resident memory: runtimes that reserve large virtual ranges
@@ -63,11 +63,12 @@ EXECUTOR = Path(__file__).with_name("executor.py")
 SANDBOX_UID = 65534
 GRADER_UID = 65533
 """The trusted side of a paired exec (a grading harness): an otherwise unused host uid, not nobody."""
+ZYGOTE_UID = 65532
+"""The real uid of the executor's zygote, which forks every command: another otherwise unused host uid."""
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 PATH = "/usr/local/bin:/usr/bin:/bin"
 HOST_PYTHON = "/usr/bin/python3"
-PRLIMIT = "/usr/bin/prlimit"
 RO_DIRS = ("/usr", "/etc")
 MIRRORED = ("/bin", "/lib", "/lib64", "/sbin")
 """Top-level paths copied from the host as they are: a symlink stays a symlink, a directory is bound read-only."""
@@ -101,8 +102,6 @@ class LocalSandbox(Sandbox):
             raise SandboxError("the local sandbox backend must run as root (commands run as uid 65534 under an "
                                "executor running as root); run as root or use sandbox.backend=docker")
         python = sandbox_python()
-        if not os.access(PRLIMIT, os.X_OK):
-            raise SandboxError(f"{PRLIMIT} is missing; apt-get install util-linux (or use sandbox.backend=docker)")
         sandbox_id = uuid.uuid4().hex[:12]
         SOCKET_ROOT.mkdir(mode=0o700, parents=True, exist_ok=True)
         socket_dir = Path(tempfile.mkdtemp(prefix=f"{sandbox_id}-", dir=SOCKET_ROOT))
@@ -247,12 +246,12 @@ def bwrap_argv(bwrap: str, python: str, limits: Limits, socket_dir: Path, info_f
         "--remount-ro", "/",
         "--chdir", "/",
         "--",
-        python, "-I", "/opt/rlaif/executor.py",
+        python, "-I", "-S", "/opt/rlaif/executor.py",
         "--socket", "/run/rlaif/executor.sock", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
-        "--grader-uid", str(GRADER_UID),
+        "--grader-uid", str(GRADER_UID), "--zygote-uid", str(ZYGOTE_UID),
         "--lifetime", str(limits.lifetime_s),
-        "--wrap", f"{PRLIMIT} --as={limits.memory_mb << 20} --nproc={limits.pids} "
-                  f"--fsize={limits.work_mb << 20} --",
+        "--rlimit", f"as={limits.memory_mb << 20}", "--rlimit", f"nproc={limits.pids}",
+        "--rlimit", f"fsize={limits.work_mb << 20}",
     ]
     return argv
 
