@@ -21,9 +21,10 @@ import asyncio
 import json
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Awaitable, Callable
+
+from machine import cpu  # benchmarks/machine.py, beside this script
 
 from rlaif.env import GradeContext, Submission
 from rlaif.sandbox.base import Limits
@@ -39,15 +40,6 @@ PATHS = ("pytest", "new", "floor")
 def local_python() -> str:
     """The plain system python, as a sandbox has it (pyenv shims are shell scripts, venvs load .pth files)."""
     return "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else shutil.which("python3")
-
-
-def cpu() -> dict:
-    """The CPU's model and the features that change how vLLM and oneDNN run (AVX-512, AMX)."""
-    text = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    flags = fields.get("Flags", "").split()
-    return {"model": fields.get("Model name", "?").strip(), "cores": os.cpu_count(),
-            "features": sorted(f for f in flags if f.startswith(("avx512", "amx")))}
 
 
 def pytest_grader(env: PyFunc, task: Task) -> UnitTests:

@@ -59,9 +59,12 @@ import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rlaif.policies.vllm_cpu import ENV as VLLM_CPU_GEMM
 from rlaif_environments.pyfunc.env import PyFunc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the fault server lives in tests/support
+from machine import cpu  # benchmarks/machine.py, beside this script
+
 from tests.support.fault_server import JudgeEndpoint, Reply
 
 if TYPE_CHECKING:
@@ -94,6 +97,7 @@ PARAMS: dict[str, Any] = {
     "judge_latency_s": JUDGE_LATENCY_S,
     "judge_concurrency": 64,
     "seed": 0,
+    "vllm_cpu_gemm": "torch",
 }
 
 
@@ -336,7 +340,8 @@ def run_side(side: str, case: str, params: dict, timeout_s: float) -> dict:
         command = [sys.executable, str(Path(__file__).resolve()), "--worker", side, "--case", case,
                    "--params", json.dumps(params), "--result", str(result_path)]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent),
-                                                                          os.environ.get("PYTHONPATH")]))}
+                                                                          os.environ.get("PYTHONPATH")])),
+               VLLM_CPU_GEMM: params["vllm_cpu_gemm"]}
         start = time.perf_counter()
         child = subprocess.Popen(command, stdout=sys.stderr, stderr=sys.stderr, env=env, start_new_session=True)
         try:
@@ -416,6 +421,7 @@ def main() -> None:
             figures["ratio"] = figures["ratio_async"]
             out[case] = figures
     out["params"] = params
+    out["cpu"] = cpu()
     print(json.dumps(out))
 
 
