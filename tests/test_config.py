@@ -98,6 +98,8 @@ def test_config_show_prints_the_resolved_config():
         ("- a\n- b\n", [], "must hold a mapping of sections"),
         ("model: {path: m}\n", ["learner"], "is not of the form a.b.c=value"),
         ("model: {path: m}\n", ["model.path.x=1"], "model.path is a value, not a section"),
+        ("model: {path: m}\n", ["learner.loss=dr_grpo", "learner.scale_rewards=true"],
+         "learner.scale_rewards: true contradicts loss dr_grpo, which only centres advantages (Dr. GRPO); drop"),
     ],
 )
 def test_bad_config_is_one_line_naming_the_problem(tmp_path, text, overrides, message):
@@ -107,6 +109,21 @@ def test_bad_config_is_one_line_naming_the_problem(tmp_path, text, overrides, me
         load_config(path, overrides)
     assert message in str(info.value)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(("loss", "scaled"), [("grpo", True), ("dapo", True), ("gspo", True), ("dr_grpo", False)])
+def test_reward_scaling_follows_the_loss_unless_set(tmp_path, loss, scaled):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: {path: m}\n")
+    assert load_config(path, [f"learner.loss={loss}"]).learner.scales_rewards is scaled
+    assert load_config(path, [f"learner.loss={loss}", "learner.scale_rewards=false"]).learner.scales_rewards is False
+
+
+def test_episodes_get_the_environments_own_turn_limit_unless_set(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: {path: m}\n")
+    assert load_config(path).rollout.max_turns is None
+    assert load_config(path, ["rollout.max_turns=3"]).rollout.max_turns == 3
 
 
 def test_missing_config_file_is_a_clear_error():

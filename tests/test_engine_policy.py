@@ -14,6 +14,7 @@ from rlaif.policies.engine import EnginePolicy
 from rlaif.registry import load_environment
 from rlaif.sandbox.base import Limits
 from rlaif.sandbox.pool import SandboxPools
+from rlaif.types import Message
 
 pytestmark = [pytest.mark.vllm, pytest.mark.docker]
 
@@ -51,3 +52,33 @@ def test_concurrent_episodes_record_exact_tokens_and_sampling_logprobs(tiny_mode
             logits = model(ids).logits[0, len(turn.prompt_ids) - 1:-1]
         expected = torch.log_softmax(logits, -1).gather(1, torch.tensor(turn.completion_ids)[:, None])[:, 0]
         assert torch.allclose(expected, torch.tensor(turn.logprobs), atol=2e-3), (expected, turn.logprobs)
+
+
+def test_the_learner_scores_tokens_as_the_engine_sampled_them_at_temperature_0_7(tiny_model):
+    """At T=0.7 the engine reports the sampling distribution's logprobs and the learner, scoring at the same
+    temperature, matches them; scoring at T=1 (the old behaviour) would not."""
+    import torch
+
+    from rlaif.train.learner import Learner, Sample
+
+    async def go():
+        policy = EnginePolicy.start(str(tiny_model), max_model_len=512)
+        try:
+            ask = [Message(role="user", content="Write a function that adds two numbers.")]
+            # No per-request seed: the CPU build's engine dies on one (see rlaif.cluster.rollout_worker).
+            return await asyncio.gather(*(policy.complete(ask, [], Sampling(max_tokens=16, temperature=0.7))
+                                          for _ in range(4)))
+        finally:
+            await policy.close()
+
+    completions = asyncio.run(go())
+    samples = [Sample(c.turn.prompt_ids, c.turn.completion_ids, c.turn.logprobs, c.turn.loss_mask, 0.0)
+               for c in completions if c.turn.completion_ids]
+    assert samples
+    engine = [torch.tensor(s.behaviour_logprobs) for s in samples]
+    for temperature, matches in ((0.7, True), (1.0, False)):
+        learner = Learner(str(tiny_model), temperature=temperature)
+        with torch.no_grad():
+            scored, _ = learner.token_logprobs(learner.model, samples)
+        close = [torch.allclose(scored[i, :len(e)], e, atol=2e-3) for i, e in enumerate(engine)]
+        assert all(close) if matches else not any(close), (temperature, close)

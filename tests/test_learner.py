@@ -110,3 +110,91 @@ def test_lora_trains_only_adapters_and_syncs_merged_weights_under_the_base_names
     learner.save_model(str(tmp_path / "merged"))
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged", dtype=torch.float32)
     assert all(torch.equal(p, after[n]) for n, p in merged.named_parameters())
+
+
+def test_several_updates_per_batch_clip_against_the_policy_before_the_first(tiny_model):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    once = Learner(str(tiny_model), lr=3e-2, micro_batch=2)
+    assert once.step(_samples(once, tokenizer))["clip_frac"] == 0.0, "one update: the ratio is 1"
+    reused = Learner(str(tiny_model), lr=3e-2, micro_batch=2, epochs=3, mini_batches=2)
+    metrics = reused.step(_samples(reused, tokenizer))
+    assert metrics["updates"] == 6 and reused.version == 1
+    assert reused.optimizer.state[next(iter(reused.optimizer.state))]["step"] == 6
+    assert metrics["clip_frac"] > 0 and metrics["ratio_mean"] != 1.0
+
+
+def test_gspo_and_grpo_differ_once_the_policy_has_moved(tiny_model):
+    """With one update the ratio is 1 and GSPO's sequence ratio has GRPO's gradient; from the second update of a
+    batch on, the ratios differ from 1 and the two losses give different gradients."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    grads = {}
+    for epochs in (1, 2):
+        for variant in ("grpo", "gspo"):
+            learner = Learner(str(tiny_model), lr=3e-2, variant=variant, epochs=epochs, max_grad_norm=1e9)
+            learner.step(_samples(learner, tokenizer))
+            grads[variant, epochs] = torch.cat([p.grad.flatten() for p in learner.model.parameters()])
+    assert torch.allclose(grads["grpo", 1], grads["gspo", 1], rtol=1e-4, atol=1e-7)
+    assert not torch.allclose(grads["grpo", 2], grads["gspo", 2], rtol=1e-3, atol=1e-6)
+
+
+def test_with_lora_the_kl_reference_is_the_base_with_adapters_off_not_a_second_model(tiny_model):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    learner = Learner(str(tiny_model), lr=3e-2, beta=0.1, lora_rank=4)
+    assert learner.ref is None
+    samples = _samples(learner, tokenizer)
+    base = Learner(str(tiny_model))
+    with torch.no_grad():
+        expected = base._score(base.model, samples)
+    for _ in range(3):
+        metrics = learner.step(samples)
+    assert metrics["kl"] > 0, "the adapters moved the policy away from the base"
+    with torch.no_grad():
+        reference = learner._reference(samples)
+    assert all(torch.allclose(r, e, atol=1e-5) for r, e in zip(reference, expected, strict=True))
+
+
+def test_a_bf16_step_at_lr_1e_6_moves_the_weights_as_an_fp32_step_does(tiny_model):
+    """Master weights stay float32 under bfloat16 compute: AdamW's first step moves each weight by about lr, where
+    on bf16 weights (8 bits of mantissa) most of those updates would round to nothing."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    moved = {}
+    for dtype in ("float32", "bfloat16"):
+        learner = Learner(str(tiny_model), lr=1e-6, dtype=dtype)
+        before = torch.cat([p.detach().flatten().clone() for p in learner.model.parameters()])
+        learner.step(_samples(learner, tokenizer))
+        moved[dtype] = torch.cat([p.detach().flatten() for p in learner.model.parameters()]) - before
+    assert all(p.dtype == torch.float32 for p in learner.model.parameters())
+    trained = moved["float32"].abs() > 5e-7
+    assert trained.float().mean() > 0.3, "many weights get a gradient in the first step"
+    agree = (moved["bfloat16"][trained] - moved["float32"][trained]).abs() < 2e-7
+    assert agree.float().mean() > 0.9, agree.float().mean()
+
+
+def test_fp16_is_refused_until_loss_scaling_exists(tiny_model):
+    with pytest.raises(ValueError, match="float16 needs loss scaling"):
+        Learner(str(tiny_model), dtype="float16")
+
+
+def test_twenty_syncs_leave_the_lora_base_weights_bit_identical(tiny_model):
+    from transformers import AutoTokenizer
+
+    learner = Learner(str(tiny_model), lr=3e-2, lora_rank=4, dtype="bfloat16")
+    learner.step(_samples(learner, AutoTokenizer.from_pretrained(tiny_model)))
+    base = {n: p.detach().clone() for n, p in learner.model.named_parameters() if "lora_" not in n}
+    first = learner.named_weights()
+    for _ in range(19):
+        learner.named_weights()
+    assert all(torch.equal(p, base[n]) for n, p in learner.model.named_parameters() if "lora_" not in n)
+    again = learner.named_weights()
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(first, again, strict=True))
+    plain = {n.replace(".base_layer.", "."): p for n, p in learner.model.get_base_model().named_parameters()
+             if "lora_" not in n}
+    assert any(not torch.equal(t, plain[n]) for n, t in first), "the merged weights carry the adapters' delta"

@@ -75,12 +75,25 @@ def test_groups_with_an_infrastructure_failure_or_no_signal_are_dropped(tmp_path
     assert ScoredGroup(0, 0, [_traj(0.5), _traj(0.5)]).drop_reason(kept) is None
 
 
-def test_a_group_staler_than_allowed_is_dropped_when_drawn(tmp_path):
+def test_a_group_staler_than_allowed_is_dropped_when_drawn_and_replaced(tmp_path):
     trainer = _trainer(tmp_path, "train.mode=async", "train.max_staleness=1", "learner.batch_tasks=2")
     trainer.state.version = 2
     trainer.state.buffer = [ScoredGroup(0, 0, [_traj(1.0), _traj(0.0)]), ScoredGroup(1, 1, [_traj(1.0), _traj(0.0)])]
-    batch = asyncio.run(trainer._next_batch())
-    assert [g.index for g in batch] == [1] and trainer.state.dropped["stale"] == 1
+
+    async def draw() -> list[ScoredGroup]:
+        drawing = asyncio.create_task(trainer._next_batch())
+        await asyncio.sleep(0.05)
+        assert not drawing.done(), "one fresh group is not a batch: it waits for a replacement"
+        trainer.state.buffer.append(ScoredGroup(2, 2, [_traj(1.0), _traj(0.0)]))
+        trainer.finished_since_draw += 1
+        trainer.changed.set()
+        return await drawing
+
+    batch = asyncio.run(draw())
+    assert [g.index for g in batch] == [1, 2] and trainer.state.dropped["stale"] == 1
+    trainer.state.buffer = [ScoredGroup(3, 0, [_traj(1.0), _traj(0.0)]), ScoredGroup(4, 3, [_traj(1.0), _traj(0.0)])]
+    trainer.finished_since_draw = 2 * trainer.config.learner.max_fill_rounds  # the fill budget is spent
+    assert [g.index for g in asyncio.run(trainer._next_batch())] == [4] and trainer.state.dropped["stale"] == 2
 
 
 def test_samples_carry_group_advantages_every_turn_and_mask_truncated_episodes(tmp_path):

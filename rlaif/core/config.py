@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
+from typing_extensions import Self
 
 from rlaif.errors import RlaifError
 
@@ -92,8 +93,8 @@ class RolloutConfig(Section):
     """Sampling temperature."""
     max_tokens: int = Field(default=256, ge=1)
     """Maximum completion tokens per model turn."""
-    max_turns: int = Field(default=1, ge=1)
-    """Maximum model turns per episode."""
+    max_turns: int | None = Field(default=None, ge=1)
+    """Maximum model turns per episode; None: the environment's own (`Environment.max_turns`), as `rlaif eval` uses."""
 
 
 class LearnerConfig(Section):
@@ -116,12 +117,19 @@ class LearnerConfig(Section):
     tis_cap: float | None = Field(default=2.0, gt=0)
     """Truncated importance sampling between vLLM's behaviour logprobs and the learner's (cap on the
     per-token weight); None turns the correction off."""
-    scale_rewards: bool = True
-    """Divide advantages by the group's reward std (GRPO); False: only centre them (Dr. GRPO)."""
+    scale_rewards: bool | None = None
+    """Divide advantages by the group's reward std (GRPO); False: only centre them (Dr. GRPO). None: from the loss,
+    False for `dr_grpo` (whose point is unscaled advantages) and True for the others; True with `dr_grpo` is refused."""
     max_grad_norm: float = Field(default=1.0, gt=0)
     """Gradient clipping."""
     micro_batch: int = Field(default=8, ge=1)
     """Turns per forward/backward pass; gradients accumulate over the step."""
+    epochs: int = Field(default=1, ge=1)
+    """Passes over each batch (PPO-style reuse; TRL `num_iterations`). With more than one optimizer update per
+    batch, every update's ratio is taken against the policy before the first (the clip acts)."""
+    mini_batches: int = Field(default=1, ge=1)
+    """Optimizer updates per pass over the batch: it is split into this many shuffled parts (TRL:
+    `steps_per_generation` = this x `gradient_accumulation_steps`)."""
     weight_decay: float = Field(default=0.0, ge=0)
     """AdamW weight decay."""
     mask_truncated: bool = False
@@ -131,11 +139,24 @@ class LearnerConfig(Section):
     """Drop groups whose rewards are all equal (no signal) and refill the batch with new tasks (DAPO)."""
     max_fill_rounds: int = Field(default=4, ge=1)
     """With dynamic sampling: at most batch_tasks x this many groups are tried for one step; a step that
-    still has no signal trains on what it has (an empty step is skipped and counted)."""
+    still lacks groups trains on what it has. A draw with nothing to train on is not a step: it is counted
+    (`dropped/empty_draw`) and drawn again, and this many of them in a row stop the run with an error."""
     lora_rank: int = Field(default=0, ge=0)
     """LoRA rank through `peft` (0: full fine-tuning)."""
     lora_alpha: float = Field(default=32.0, gt=0)
     """LoRA alpha."""
+
+    @model_validator(mode="after")
+    def _scaling_fits_the_loss(self) -> Self:
+        if self.loss == "dr_grpo" and self.scale_rewards:
+            raise ValueError("learner.scale_rewards: true contradicts loss dr_grpo, which only centres advantages "
+                             "(Dr. GRPO); drop scale_rewards or choose another loss")
+        return self
+
+    @property
+    def scales_rewards(self) -> bool:
+        """Whether advantages are divided by the group's std: `scale_rewards`, or what the loss implies."""
+        return self.loss != "dr_grpo" if self.scale_rewards is None else self.scale_rewards
 
 
 class TrainConfig(Section):
@@ -393,6 +414,9 @@ def _problem(error: ErrorDetails) -> str:
         if section is not None:
             key += "." + next(n for n, f in section.model_fields.items() if f.is_required())
         return f"missing required config value {key!r}; set it in the file or pass {key}=..."
+    if error["type"] == "value_error":  # a check across keys: its message names them and the fix
+        reason = str(error.get("ctx", {}).get("error", error["msg"]))
+        return reason if reason.startswith(key) else f"config key {key!r}: {reason}"
     return f"config key {key!r}: {error['msg']} (got {error.get('input')!r})"
 
 

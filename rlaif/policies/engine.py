@@ -33,11 +33,15 @@ class EnginePolicy(Policy):
     @classmethod
     def start(cls, model: str, dtype: str = "float32", gpu_memory_utilization: float = 0.1, seed: int = 0,
               max_model_len: int | None = None, **engine_args: Any) -> EnginePolicy:
-        """Start an engine on a Hugging Face model directory (eager mode: no graph capture on the CPU build)."""
+        """Start an engine on a Hugging Face model directory (eager mode: no graph capture on the CPU build).
+
+        Logprobs are the sampling distribution's (`processed_logprobs`: after temperature), what the learner scores
+        at the same temperature; vLLM's default would be the raw model's, right only at temperature 1."""
         from transformers import AutoTokenizer
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        engine_args.setdefault("logprobs_mode", "processed_logprobs")
         args = AsyncEngineArgs(model=model, dtype=dtype, enforce_eager=True, seed=seed,
                                gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
                                **engine_args)

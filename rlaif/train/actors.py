@@ -78,7 +78,9 @@ class RunActors:
                 beta=lc.beta, tis_cap=lc.tis_cap, max_grad_norm=lc.max_grad_norm, micro_batch=lc.micro_batch,
                 max_completion_length=self.config.rollout.max_tokens, weight_decay=lc.weight_decay,
                 warmup_steps=lc.warmup_steps, lora_rank=lc.lora_rank, lora_alpha=lc.lora_alpha,
-                dtype=self.config.model.dtype, seed=self.config.run.seed)
+                epochs=lc.epochs, mini_batches=lc.mini_batches, temperature=self.config.rollout.temperature,
+                dtype=self.config.model.dtype,
+                seed=self.config.run.seed)
             for i in range(t.learners)]
         if t.learners > 1:
             address = await self.learner.endpoint.remote()

@@ -2,11 +2,12 @@
 
 A `Sample` is one model turn as the engine produced it (prompt ids, completion ids, the sampler's logprobs,
 the loss mask) plus its advantage; the learner computes its own logprobs for exactly those ids and never
-re-tokenises text. One `step` is one optimizer update, so the old policy is the current one: its logprobs
-are the current ones, detached (the ratio is 1 and its gradient is the policy gradient; no extra forward
-pass), and the gap to the sampler is the importance-sampling correction's job. Micro-batches accumulate
-gradients weighted so that the sum equals the full-batch loss (by sequences, or by tokens for `dapo`),
-gradients are clipped, the weight version advances.
+re-tokenises text. One `step` is one batch: `epochs` passes over it, each split into `mini_batches` optimizer
+updates (PPO-style reuse; 1 and 1 by default, one update). With one update the old policy is the current one
+(ratio 1, no extra forward pass); with several, the old logprobs are the learner's before the first update, so
+the clip acts, and the gap from the sampler to that old policy is the importance-sampling correction's job
+(decoupled PPO). Micro-batches accumulate gradients weighted so that the sum equals the loss of the update's
+batch (by sequences, or by tokens for `dapo`), gradients are clipped; the weight version advances once per batch.
 
 Data parallel: several learners (one per process or GPU) each hold the whole model; `join` puts them in one
 torch distributed group (gloo on the CPU, NCCL on GPUs), each `step` gets a shard of the batch plus the
@@ -23,8 +24,6 @@ adapters, optimizer, scheduler, RNG and version.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,14 +51,20 @@ class Learner:
                  eps_high: float | None = None, beta: float = 0.0, tis_cap: float | None = 2.0,
                  max_grad_norm: float = 1.0, micro_batch: int = 8, max_completion_length: int | None = None,
                  weight_decay: float = 0.0, warmup_steps: int = 0, lora_rank: int = 0, lora_alpha: float = 32.0,
-                 dtype: str = "float32", seed: int = 0) -> None:
+                 epochs: int = 1, mini_batches: int = 1, temperature: float = 1.0, dtype: str = "float32",
+                 seed: int = 0) -> None:
         from transformers import AutoModelForCausalLM
 
         torch.manual_seed(seed)
         self.model_dir = model_dir
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        weights_dtype = getattr(torch, dtype)
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=weights_dtype).to(self.device)
+        if dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"model.dtype {dtype!r} cannot be trained: float16 needs loss scaling, which the "
+                             "learner lacks; use bfloat16 or float32")
+        # Master weights and optimizer state are float32 whatever the dtype; bfloat16 is the forward's compute
+        # dtype (autocast) and what engines and exports get. AdamW on bf16 weights rounds small updates to nothing.
+        self.dtype = getattr(torch, dtype)
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(self.device)
         if lora_rank:
             from peft import LoraConfig, get_peft_model
 
@@ -68,9 +73,10 @@ class Learner:
         self.lora = bool(lora_rank)
         self.model.train()
         self.ref = None
-        if beta > 0:
-            self.ref = AutoModelForCausalLM.from_pretrained(model_dir, dtype=weights_dtype).to(self.device).eval()
+        if beta > 0 and not self.lora:  # with LoRA the reference is the base model: the adapters disabled
+            self.ref = AutoModelForCausalLM.from_pretrained(model_dir, dtype=self.dtype).to(self.device).eval()
             self.ref.requires_grad_(False)
+        self.beta = beta
         # No weight decay by default (as TRL): decay would move weights even where the loss gives no signal.
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay)
@@ -79,12 +85,20 @@ class Learner:
         self.loss_args = {"variant": variant, "eps_low": eps_low, "eps_high": eps_high, "beta": beta,
                           "tis_cap": tis_cap, "max_completion_length": max_completion_length}
         self.max_grad_norm, self.micro_batch = max_grad_norm, micro_batch
+        if temperature <= 0:
+            raise ValueError(f"temperature {temperature} cannot be trained on: GRPO needs sampled groups, and the "
+                             "learner scores tokens under the sampling distribution; set rollout.temperature > 0")
+        self.temperature = temperature
+        if epochs < 1 or mini_batches < 1:
+            raise ValueError(f"epochs and mini_batches must be at least 1, got {epochs} and {mini_batches}")
+        self.epochs, self.mini_batches, self.seed = epochs, mini_batches, seed
         self.pad_id = self.model.config.pad_token_id or 0
         self.world_size = 1
         self.version = 0
 
     def token_logprobs(self, model: torch.nn.Module, samples: list[Sample]) -> tuple[Tensor, Tensor]:
-        """(B, T) logprobs of each sample's completion ids under `model`, and the (B, T) loss mask (0 on padding)."""
+        """(B, T) logprobs of each sample's completion ids under `model` at the sampling temperature (the
+        distribution the tokens were drawn from, as the engine reports it), and the (B, T) loss mask (0 on padding)."""
         width = max(len(s.prompt_ids) + len(s.completion_ids) for s in samples)
         completion_width = max(len(s.completion_ids) for s in samples)
         ids = torch.full((len(samples), width), self.pad_id, dtype=torch.long, device=self.device)
@@ -93,12 +107,13 @@ class Learner:
             n = len(s.prompt_ids) + len(s.completion_ids)
             ids[i, :n] = torch.tensor(s.prompt_ids + s.completion_ids)
             attention[i, :n] = 1
-        logits = model(input_ids=ids, attention_mask=attention).logits
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+            logits = model(input_ids=ids, attention_mask=attention).logits
         mask = torch.zeros(len(samples), completion_width, device=self.device)
         rows = []
         for i, s in enumerate(samples):
             start, k = len(s.prompt_ids) - 1, len(s.completion_ids)
-            row = torch.log_softmax(logits[i, start:start + k].float(), -1)
+            row = torch.log_softmax(logits[i, start:start + k].float() / self.temperature, -1)
             rows.append(row.gather(1, torch.tensor(s.completion_ids, device=self.device)[:, None])[:, 0])
             mask[i, :k] = torch.tensor(s.loss_mask, dtype=torch.float32)
         logprobs = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
@@ -126,28 +141,87 @@ class Learner:
 
     def step(self, samples: list[Sample], total_samples: int | None = None,
              total_tokens: int | None = None) -> dict[str, float]:
-        """One optimizer update on `samples`; metrics include the loss, grad norm and clip fractions.
+        """One batch's update: `epochs` passes over it, each in `mini_batches` optimizer steps; metrics include the
+        loss, grad norm and clip fractions (means over the optimizer steps).
+
+        With more than one optimizer step, the old policy is the learner before the first: its logprobs are computed
+        once, up front, and every step's ratio is taken against them (the proximal clip), while the TIS weight
+        corrects from the sampler's logprobs to those same old ones (decoupled PPO). With one, the old policy is the
+        current one, its logprobs the current ones detached (the ratio is 1; no extra forward pass).
 
         In a data-parallel group, `samples` is this rank's shard and the totals are the whole batch's; the
         additive metrics (loss, clip fractions, tokens, samples) are this shard's share of the batch's.
         The (clipped) gradients stay in the parameters' `.grad` until the next step.
         """
         started = time.monotonic()
-        chunks = [samples[i:i + self.micro_batch] for i in range(0, len(samples), self.micro_batch)]
-        total_tokens = total_tokens or sum(sum(s.loss_mask) for s in samples) or 1
-        total_samples = total_samples or len(samples)
+        updates = self.epochs * self.mini_batches
         with torch.no_grad():
-            ref = [self.token_logprobs(self.ref, chunk)[0] for chunk in chunks] if self.ref is not None else None
+            ref = self._reference(samples) if self.beta > 0 else None
+            old = self._score(self.model, samples) if updates > 1 else None
+        order = torch.Generator().manual_seed(self.seed * 1_000_003 + self.version)
+        metrics: dict[str, float] = {"lr": self.scheduler.get_last_lr()[0]}
+        for _ in range(self.epochs):
+            picks = torch.randperm(len(samples), generator=order).tolist() if self.mini_batches > 1 else None
+            for part in range(self.mini_batches):
+                chosen = list(range(len(samples))) if picks is None else picks[part::self.mini_batches]
+                totals = (total_samples, total_tokens) if self.mini_batches == 1 else None
+                for key, value in self._update(samples, chosen, old, ref, totals).items():
+                    metrics[key] = metrics.get(key, 0.0) + value / updates
+        self.version += 1
+        tokens = sum(sum(s.loss_mask) for s in samples)
+        metrics.update(tokens=float(tokens), samples=float(len(samples)), updates=float(updates),
+                       train_s=time.monotonic() - started)
+        return metrics
+
+    def _reference(self, samples: list[Sample]) -> list[Tensor]:
+        """The reference policy's logprobs: the frozen initial model, or with LoRA the base with its adapters off."""
+        if self.ref is not None:
+            return self._score(self.ref, samples)
+        with self.model.disable_adapter():
+            return self._score(self.model, samples)
+
+    def _score(self, model: torch.nn.Module, samples: list[Sample]) -> list[Tensor]:
+        """Each sample's completion logprobs under `model` (1-D), computed micro-batch by micro-batch."""
+        rows: list[Tensor] = []
+        for i in range(0, len(samples), self.micro_batch):
+            chunk = samples[i:i + self.micro_batch]
+            logprobs, _ = self.token_logprobs(model, chunk)
+            rows += [logprobs[j, :len(s.completion_ids)] for j, s in enumerate(chunk)]
+        return rows
+
+    def _totals(self, chosen: list[Sample], given: tuple[int | None, int | None] | None) -> tuple[int, int]:
+        """(samples, tokens) of the whole of this optimizer step's batch, across the data-parallel group."""
+        if given is not None:
+            samples, tokens = given
+            return samples or len(chosen), tokens or sum(sum(s.loss_mask) for s in chosen) or 1
+        local = torch.tensor([len(chosen), sum(sum(s.loss_mask) for s in chosen)], dtype=torch.float64)
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            local = local.to(self.device)
+            dist.all_reduce(local)
+        return max(1, int(local[0])), max(1, int(local[1]))
+
+    def _update(self, samples: list[Sample], chosen: list[int], old: list[Tensor] | None,
+                ref: list[Tensor] | None, given: tuple[int | None, int | None] | None) -> dict[str, float]:
+        """One optimizer step on `samples[chosen]`: micro-batches accumulate gradients weighted so that their sum is
+        the loss of this step's whole batch (by sequences, or by tokens for `dapo`), summed across ranks, clipped."""
+        batch = [samples[i] for i in chosen]
+        total_samples, total_tokens = self._totals(batch, given)
         self.optimizer.zero_grad(set_to_none=True)
         metrics: dict[str, float] = {"loss": 0.0}
-        for n, chunk in enumerate(chunks):
+        pad = torch.nn.utils.rnn.pad_sequence
+        for at in range(0, len(chosen), self.micro_batch):
+            ids = chosen[at:at + self.micro_batch]
+            chunk = [samples[i] for i in ids]
             logprobs, mask = self.token_logprobs(self.model, chunk)
-            behaviour = torch.nn.utils.rnn.pad_sequence(
-                [torch.tensor(s.behaviour_logprobs, dtype=torch.float32, device=self.device) for s in chunk],
-                batch_first=True)
+            behaviour = pad([torch.tensor(s.behaviour_logprobs, dtype=torch.float32, device=self.device)
+                             for s in chunk], batch_first=True)
             loss, chunk_metrics = policy_loss(
-                logprobs, logprobs.detach(), torch.tensor([s.advantage for s in chunk], device=self.device), mask,
-                ref_logprobs=ref[n] if ref is not None else None, behaviour_logprobs=behaviour, **self.loss_args)
+                logprobs, pad([old[i] for i in ids], batch_first=True) if old is not None else logprobs.detach(),
+                torch.tensor([s.advantage for s in chunk], device=self.device), mask,
+                ref_logprobs=pad([ref[i] for i in ids], batch_first=True) if ref is not None else None,
+                behaviour_logprobs=behaviour, **self.loss_args)
             share = (mask.sum().item() / total_tokens if self.loss_args["variant"] == "dapo"
                      else len(chunk) / total_samples)
             (loss * share).backward()
@@ -163,31 +237,23 @@ class Learner:
                         p.grad = torch.zeros_like(p)
                     dist.all_reduce(p.grad)
         metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm))
-        metrics["lr"] = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.scheduler.step()
-        self.version += 1
-        tokens = sum(sum(s.loss_mask) for s in samples)
-        metrics.update(tokens=float(tokens), samples=float(len(samples)), train_s=time.monotonic() - started)
         return metrics
 
-    @contextmanager
-    def _merged(self) -> Iterator[torch.nn.Module]:
-        """The model as the engines hold it: adapters merged in for the duration (no-op without LoRA)."""
-        if not self.lora:
-            yield self.model
-            return
-        self.model.merge_adapter()
-        try:
-            yield self.model.get_base_model()
-        finally:
-            self.model.unmerge_adapter()
-
     def named_weights(self) -> list[tuple[str, Tensor]]:
-        """(Hugging Face name, tensor) of every weight the engines need, copied, adapters merged."""
-        with torch.no_grad(), self._merged() as model:
-            return [(name.replace(".base_layer.", "."), p.detach().clone()) for name, p in model.named_parameters()
-                    if "lora_" not in name]
+        """(Hugging Face name, tensor) of every weight the engines need, copied, adapters merged out of place (the
+        base weights are never written: merging and unmerging in place would drift them by rounding at every sync)."""
+        with torch.no_grad():
+            if not self.lora:
+                return [(name, p.detach().clone()) for name, p in self.model.named_parameters()]
+            from peft.tuners.lora import LoraLayer
+
+            base = self.model.get_base_model()
+            deltas = {f"{name}.base_layer.weight": sum(module.get_delta_weight(a) for a in module.active_adapters)
+                      for name, module in base.named_modules() if isinstance(module, LoraLayer)}
+            return [(name.replace(".base_layer.", "."), p.detach() + deltas[name] if name in deltas
+                     else p.detach().clone()) for name, p in base.named_parameters() if "lora_" not in name]
 
     def _engine_weights(self, dtype: str) -> list[tuple[str, Tensor]]:
         engine_dtype = getattr(torch, dtype)
@@ -235,10 +301,13 @@ class Learner:
         """Save the merged model and its tokenizer in Hugging Face format (loadable by transformers and vLLM)."""
         from transformers import AutoTokenizer
 
-        with torch.no_grad(), self._merged() as model:
-            state = {name.replace(".base_layer.", "."): p for name, p in model.state_dict().items()
-                     if "lora_" not in name}
+        model = self.model.get_base_model() if self.lora else self.model
+        state = {name: t.to(self.dtype) for name, t in self.named_weights()}  # in the model's dtype
+        model.config.dtype = self.dtype  # the masters are float32; the export says what its tensors are
+        try:
             model.save_pretrained(path, state_dict=state)
+        finally:
+            model.config.dtype = torch.float32
         AutoTokenizer.from_pretrained(self.model_dir).save_pretrained(path)
 
     def state(self) -> dict[str, Any]:

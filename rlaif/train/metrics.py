@@ -39,8 +39,8 @@ def batch_metrics(batch: list[ScoredGroup], version: int) -> dict[str, float]:
 
 def merge_ranks(parts: list[dict[str, float]]) -> dict[str, float]:
     """One step's metrics from every learner rank: sums of the per-shard figures, the slowest rank's
-    `train_s`, and rank 0's `grad_norm` and `lr` (identical on every rank after the all-reduce)."""
-    same = {"grad_norm", "lr"}
+    `train_s`, and rank 0's `grad_norm`, `lr` and `updates` (identical on every rank after the all-reduce)."""
+    same = {"grad_norm", "lr", "updates"}
     metrics = {k: v for k, v in parts[0].items() if k in same}
     for part in parts:
         for key, value in part.items():

@@ -195,9 +195,18 @@ class Trainer:
 
     # ---- training -----------------------------------------------------------------------------------------
     async def _next_batch(self) -> list[ScoredGroup]:
+        """The next `batch_tasks` groups with signal and within the staleness bound: stale ones are dropped as they are
+        found and replaced by groups still to come, up to `max_fill_rounds` batches' worth since the last draw."""
         b = self.config.learner.batch_tasks
         cap = b * self.config.learner.max_fill_rounds
-        while len(self.state.buffer) < b and self.finished_since_draw < cap:
+        while True:
+            fresh = [g for g in self.state.buffer if self.state.version - g.version <= self.max_staleness]
+            if len(fresh) < len(self.state.buffer):
+                self._count_drop("stale", len(self.state.buffer) - len(fresh))
+                self.state.buffer = fresh
+                self.changed.set()  # room for more to be admitted
+            if len(self.state.buffer) >= b or self.finished_since_draw >= cap:
+                break
             if len(self.infra_streak) >= cap:
                 raise RlaifError(f"{len(self.infra_streak)} groups in a row failed on infrastructure (rollout "
                                  f"workers, sandboxes or judges); the last: {self.infra_streak[-1]}")
@@ -206,11 +215,8 @@ class Trainer:
         self.finished_since_draw = 0
         self.training = 1
         batch, self.state.buffer = self.state.buffer[:b], self.state.buffer[b:]
-        fresh = [g for g in batch if self.state.version - g.version <= self.max_staleness]
-        if len(fresh) < len(batch):
-            self._count_drop("stale", len(batch) - len(fresh))
         self.changed.set()
-        return fresh
+        return batch
 
     async def run(self) -> dict[str, Any]:
         """Train to `learner.steps`; returns the summary (samples/s and phase seconds exclude the first step)."""
@@ -219,6 +225,7 @@ class Trainer:
         admit = asyncio.create_task(self._admit_forever())
         first_step_end: float | None = None
         samples_after_first = 0
+        empty_draws = 0
         phases_after_first: Counter[str] = Counter()
         try:
             while self.state.step < total:
@@ -227,19 +234,28 @@ class Trainer:
                 wait_s = time.monotonic() - step_start
                 metrics = batch_metrics(batch, self.state.version)
                 samples = build_samples(batch, self.config.rollout.group_size, mask_truncated=lc.mask_truncated,
-                                        scale_rewards=lc.scale_rewards)
+                                        scale_rewards=lc.scales_rewards)
                 train_s = sync_s = 0.0
-                if samples:
-                    started = time.monotonic()
-                    metrics.update(await self.actors.learn(samples))
-                    train_s = time.monotonic() - started
-                    self.state.version += 1
-                else:
-                    self.state.dropped["empty_step"] += 1
+                if not samples:  # nothing trainable was drawn: not a step; draw again, within a bound
+                    self.training = 0
+                    self._count_drop("empty_draw")
+                    empty_draws += 1
+                    if empty_draws >= lc.max_fill_rounds:
+                        raise RlaifError(
+                            f"{empty_draws} draws in a row held nothing to train on (groups dropped so far: "
+                            f"{dict(self.state.dropped)}); rewards that never vary within a group give no signal: "
+                            "check the graders with `rlaif env check`, or set learner.dynamic_sampling=false")
+                    self.changed.set()
+                    continue
+                empty_draws = 0
+                started = time.monotonic()
+                metrics.update(await self.actors.learn(samples))
+                train_s = time.monotonic() - started
+                self.state.version += 1
                 self.training = 0
                 self.state.step += 1
                 last = self.state.step == total
-                if samples and (self.state.step % self.config.train.sync_every == 0 or last):
+                if self.state.step % self.config.train.sync_every == 0 or last:
                     sync_s = await self.sync_weights()
                 else:
                     self.changed.set()
@@ -249,7 +265,7 @@ class Trainer:
                           "generate": metrics.pop("_generate_s"), "reward": metrics.pop("_reward_s")}
                 metrics.update({f"time/{k}_s": v for k, v in phases.items()})
                 metrics.update({"episodes": episodes, "version": self.state.version,
-                                "trained_groups": [g.index for g in batch] if samples else [],
+                                "trained_groups": [g.index for g in batch],
                                 "tokens_per_s": metrics.get("completion_tokens", 0.0) / step_s if step_s else 0.0})
                 metrics.update({f"dropped_total/{k}": v for k, v in self.state.dropped.items()})
                 metrics.update({f"lost_total/{k}": v for k, v in self.state.lost.items()})
@@ -327,6 +343,9 @@ class Trainer:
 async def train_async(config: Config, *, run_root: str | None = None, resume: str | Path | None = None,
                       on_step: Callable[[Progress], None] = lambda p: None) -> dict[str, Any]:
     """Train from `config`, in a new run directory under `run_root` (default `run.root`), or resume one."""
+    if config.rollout.temperature <= 0:
+        raise RlaifError(f"rollout.temperature {config.rollout.temperature} cannot be trained on: GRPO needs sampled "
+                         "groups, and the learner scores tokens under the sampling distribution; set it above 0")
     if Path(config.model.path).exists():  # Ray actors may run elsewhere: a local model path must be absolute
         config = config.model_copy(update={"model": config.model.model_copy(
             update={"path": str(Path(config.model.path).resolve())})})

@@ -10,15 +10,16 @@ broadcast of device buffers in a process group (`rlaif.weights.group`; NCCL betw
 model's own `load_weights`, which knows how the engine fuses them (q/k/v into qkv_proj, gate/up into
 gate_up_proj).
 
-Verification: `digest` is a fingerprint that does not change when tensors are concatenated along their first
-dimension or padded with zero rows, so the learner's unfused parameters and the engine's fused and padded
-ones give the same value. After loading, the engine returns its digest; `verify` compares it with the
-learner's and raises on a mismatch.
+Verification: `digest` is a fingerprint of the tensors as sent, by name, that changes when any value changes or
+moves (a permuted row, two swapped layers). The engine returns the digest of what it received; `verify` compares
+it with the learner's and raises on a mismatch. It proves transport, not loading: how the engine's loader placed
+the tensors is for a check of the engine's outputs.
 """
 
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -106,23 +107,27 @@ def unpack(data: bytes | memoryview | torch.Tensor, index: list[Entry]) -> Itera
         yield name, buffer[offset:offset + math.prod(shape) * dt.itemsize].view(dt).view(shape)
 
 
-def digest(named: Iterable[tuple[str, torch.Tensor]]) -> list[float]:
-    """(sum, sum of squares, column-weighted sum) over all tensors, in float64.
+def digest(named: Iterable[tuple[str, torch.Tensor]], chunk_elements: int = 1 << 22) -> list[float]:
+    """(sum, sum of squares, position-weighted sum) over all tensors, in float64.
 
-    Invariant under concatenation along dim 0 (fused projections and their biases) and zero padding (padded
-    vocabularies); sensitive to any changed value and to most permutations within a row of a matrix (not to
-    permutations within a 1-D tensor).
+    The third weights each element by its row, its column and its tensor's name, so it changes when values move:
+    rows permuted, a row's elements swapped, two same-shaped tensors exchanged. It is computed on the tensors as
+    sent and as received, name by name, so both sides see the same layout. Each tensor is read in chunks of at
+    most `chunk_elements` (float64 copies of one chunk, on the tensor's own device: a GPU sums without a host copy).
     """
     total = squares = weighted = 0.0
-    for _, tensor in named:
-        t = tensor.detach().to(torch.float64)  # on its own device: a GPU sums its weights without a host copy
-        if t.dim() < 2:  # a bias is one column: fused biases (q/k/v) are concatenations too
-            t = t.reshape(-1, 1)
-        columns = torch.arange(t.shape[-1], dtype=torch.float64, device=t.device)
-        weights = torch.cos(columns * 0.7 + 0.3)
-        total += float(t.sum())
-        squares += float((t * t).sum())
-        weighted += float((t * weights).sum())
+    for name, tensor in named:
+        t = tensor.detach()
+        t = t.reshape(1, -1) if t.dim() < 2 else t.reshape(t.shape[0], -1)
+        phase = zlib.crc32(name.encode()) / 2**32 * 2 * math.pi
+        columns = torch.cos(torch.arange(t.shape[1], dtype=torch.float64, device=t.device) * 0.7 + 0.3)
+        step = max(1, chunk_elements // max(1, t.shape[1]))
+        for start in range(0, t.shape[0], step):
+            part = t[start:start + step].to(torch.float64)
+            rows = torch.arange(start, start + part.shape[0], dtype=torch.float64, device=t.device)
+            total += float(part.sum())
+            squares += float((part * part).sum())
+            weighted += float(((part * columns).sum(dim=1) * torch.cos(rows * 0.37 + phase)).sum())
     return [total, squares, weighted]
 
 
