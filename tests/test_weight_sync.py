@@ -367,3 +367,32 @@ def test_the_learner_broadcasts_its_weights_into_the_engine_which_verifies_and_s
     verify(expected, result["digest"])
     assert not torch.allclose(torch.tensor(before.logprobs), _logprobs(learner.model, before), atol=1e-3)
     _assert_engine_samples_like(learner.model, after)
+
+
+@pytest.mark.vllm
+def test_the_probe_catches_a_loader_that_misplaces_weights_that_arrived_intact(engine, tiny_model):
+    """The digest covers the tensors as received, so a loader that puts them in the wrong place passes it; the probe
+    compares what the engine then computes with the learner. Simulated by sending permuted q rows, and two swapped
+    layers, each with its own (matching) digest; then the right weights again."""
+    from rlaif.cluster.fleet import max_gap
+    from rlaif.train.learner import Learner
+
+    policy, run = engine
+    learner = Learner(str(tiny_model))
+    learner.model.load_state_dict(_perturbed(tiny_model, seed=7, scale=0.3).state_dict())  # sharp attention
+    ids, expected = learner.probe()
+    right = [(n, p.detach().clone()) for n, p in learner.model.named_parameters()]
+    q, first, second = ("model.layers.0.self_attn.q_proj.weight", "model.layers.0.mlp.down_proj.weight",
+                        "model.layers.1.mlp.down_proj.weight")
+    permuted = [(n, t.flip(0) if n == q else t) for n, t in right]
+    by_name = dict(right)
+    swapped = [(n, by_name[second] if n == first else by_name[first] if n == second else t) for n, t in right]
+    gaps = {}
+    for case, named in (("right", right), ("permuted", permuted), ("swapped", swapped), ("right again", right)):
+        result = run(_sync(policy, pack(named, bucket_mb=BUCKET_MB)))
+        verify(digest(named), result["digest"])  # the bytes arrived as sent
+        gaps[case] = max_gap(expected, run(policy.prompt_logprobs(ids)))
+    print(f"probe gaps (max |engine - learner| logprob): {gaps}")
+    assert len(ids) > 16
+    assert gaps["right"] < 0.02 and gaps["right again"] < 0.02, gaps
+    assert gaps["permuted"] > 0.2 and gaps["swapped"] > 0.2, gaps

@@ -23,6 +23,14 @@ from rlaif.cluster.actors import actor_lost
 from rlaif.cluster.rotation import Event, WorkerRotation
 from rlaif.env import Submission
 from rlaif.types import Task, Trajectory
+from rlaif.weights.buckets import WeightSyncError
+
+
+def max_gap(expected: list[float], got: list[float]) -> float:
+    """The largest difference between two lists of logprobs (infinite when their lengths differ)."""
+    if len(expected) != len(got):
+        return float("inf")
+    return max((abs(a - b) for a, b in zip(expected, got, strict=True)), default=0.0)
 
 
 class Fleet:
@@ -34,8 +42,10 @@ class Fleet:
 
     def __init__(self, new_worker: Callable[[int], Any], size: int, learner: Any, *, transport: str,
                  layout: tuple[float, str], restart_timeout_s: float, version: Callable[[], int],
-                 on_change: Callable[[], None], count: Callable[[str], None]) -> None:
+                 on_change: Callable[[], None], count: Callable[[str], None], probe_every: int = 0,
+                 probe_tolerance: float = 0.02) -> None:
         self.new_worker, self.learner, self.transport, self.layout = new_worker, learner, transport, layout
+        self.probe_every, self.probe_tolerance, self.syncs = probe_every, probe_tolerance, 0
         self.version, self.on_change, self.count = version, on_change, count
         self.rotation: WorkerRotation[Any] = WorkerRotation(
             (new_worker(i) for i in range(size)), name="rollout worker", revive=self._revive,
@@ -92,6 +102,27 @@ class Fleet:
                     self.lose(i)
                 elif isinstance(result, BaseException):
                     raise result
+            self.syncs += 1
+            if self.probe_every and self.syncs % self.probe_every == 0:
+                await self._probe(version)
+
+    async def _probe(self, version: int) -> None:
+        """Check that every engine in service scores the learner's probe as the learner does (see `Learner.probe`)."""
+        ids, expected = await self.learner.probe.remote()
+        targets = self.rotation.in_service
+        results = await asyncio.gather(*(self.workers[i].probe.remote(ids) for i in targets), return_exceptions=True)
+        for i, result in zip(targets, results, strict=True):
+            if actor_lost(result):
+                self.lose(i)
+                continue
+            if isinstance(result, BaseException):
+                raise result
+            gap = max_gap(expected, result)
+            if gap > self.probe_tolerance:
+                raise WeightSyncError(
+                    f"weight sync v{version}: rollout worker {i} scores the probe text up to {gap:.3g} away from the "
+                    f"learner (train.probe_tolerance {self.probe_tolerance:g}): the bytes arrived, but the engine's "
+                    "loader placed them wrongly, or its numerics need a larger tolerance")
 
     def lose(self, i: int) -> None:
         """Take worker `i` out of service and wait for it to come back (see `_revive`)."""

@@ -92,6 +92,10 @@ class RolloutWorker:
         self.version = version
         return {"stage_s": staged - started, "swap_s": time.monotonic() - staged, "bytes": float(nbytes)}
 
+    async def probe(self, ids: list[int]) -> list[float]:
+        """The engine's logprobs of `ids` (see `Learner.probe`): how the weights it holds score a fixed text."""
+        return await self._started().policy.prompt_logprobs(ids)
+
     def _started(self) -> RolloutWorker:
         if self.policy is None:
             raise NotStarted(f"rollout worker {self.index} has no engine: call start() first")

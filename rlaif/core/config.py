@@ -211,6 +211,13 @@ class TrainConfig(Section):
     (a process group from the learner to every engine: NCCL device-to-device on GPUs, gloo on the CPU), or
     `auto`: broadcast when learners and rollout workers each hold whole GPUs, the object store otherwise
     (NCCL cannot broadcast between two ranks on one GPU)."""
+    probe_every: int = Field(default=1, ge=0)
+    """Every this many weight syncs, check that each engine's logprobs on a fixed probe text equal the learner's
+    (`WeightSyncError` otherwise): the sync's digest proves the bytes arrived, the probe that the engine's loader
+    put them where they belong (fused q/k/v order, layers). 0: never."""
+    probe_tolerance: float | None = Field(default=None, gt=0)
+    """Largest difference of a probe token's logprob allowed between engine and learner; None: 0.02 for float32
+    models, 0.2 for bfloat16 (the learner computes in bf16 under autocast, the engine in its own kernels)."""
     checkpoint_every: int = Field(default=10, ge=0)
     """Checkpoint every this many steps (and at the end); 0: only at the end."""
     keep_checkpoints: int = Field(default=2, ge=1)

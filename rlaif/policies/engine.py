@@ -72,6 +72,17 @@ class EnginePolicy(Policy):
         return Completion(text=text, finish_reason=sample.finish_reason, turn=turn,
                           usage={"prompt_tokens": len(prompt_ids), "completion_tokens": len(ids)})
 
+    async def prompt_logprobs(self, ids: list[int]) -> list[float]:
+        """The engine's logprob of each token of `ids` after the first, given the ones before it (temperature 1)."""
+        from vllm import SamplingParams, TokensPrompt
+
+        params = SamplingParams(max_tokens=1, temperature=1.0, prompt_logprobs=0)
+        final = None
+        async for output in self.engine.generate(TokensPrompt(prompt_token_ids=ids), params,
+                                                 request_id=f"rlaif-probe-{next(_request_ids)}"):
+            final = output
+        return [step[token].logprob for step, token in zip(final.prompt_logprobs[1:], ids[1:], strict=True)]
+
     async def close(self) -> None:
         if self.engine is not None:
             self.engine.shutdown()

@@ -34,6 +34,10 @@ from torch import Tensor
 from rlaif.train.loss import policy_loss
 from rlaif.weights.buckets import Bucket, digest, fill, pack, plan
 
+PROBE_TEXT = ("def add(a, b):\n    \"\"\"Return the sum of a and b.\"\"\"\n    return a + b\n\n\n"
+              "for x in range(3):\n    print(add(x, 2 * x))\n")
+"""What engines are checked on after a sync (`probe`): any fixed text; code, like most of what they generate."""
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -95,6 +99,7 @@ class Learner:
         self.pad_id = self.model.config.pad_token_id or 0
         self.world_size = 1
         self.version = 0
+        self._probe_ids: list[int] | None = None
 
     def token_logprobs(self, model: torch.nn.Module, samples: list[Sample]) -> tuple[Tensor, Tensor]:
         """(B, T) logprobs of each sample's completion ids under `model` at the sampling temperature (the
@@ -240,6 +245,20 @@ class Learner:
         self.optimizer.step()
         self.scheduler.step()
         return metrics
+
+    def probe(self) -> tuple[list[int], list[float]]:
+        """The token ids of `PROBE_TEXT` and the learner's logprob of each after the first, at temperature 1: what an
+        engine holding these weights must give for the same ids."""
+        from transformers import AutoTokenizer
+
+        if self._probe_ids is None:
+            self._probe_ids = list(AutoTokenizer.from_pretrained(self.model_dir)(PROBE_TEXT)["input_ids"][:64])
+        ids = self._probe_ids
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=self.dtype,
+                                             enabled=self.dtype != torch.float32):
+            logits = self.model(input_ids=torch.tensor([ids], device=self.device)).logits[0, :-1].float()
+        logprobs = torch.log_softmax(logits, -1).gather(1, torch.tensor(ids[1:], device=self.device)[:, None])[:, 0]
+        return ids, logprobs.tolist()
 
     def named_weights(self) -> list[tuple[str, Tensor]]:
         """(Hugging Face name, tensor) of every weight the engines need, copied, adapters merged out of place (the
