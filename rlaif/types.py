@@ -62,12 +62,18 @@ class Turn(Record):
     """One model turn, token-exact: what the engine saw and what it sampled."""
 
     prompt_ids: list[int]
+    """The ids the engine saw before this turn's completion; for a turn that `continues`, only those after the
+    previous turn's completion."""
     completion_ids: list[int]
     logprobs: list[float]
     """The sampling logprob of each completion token, from the behaviour policy."""
     loss_mask: list[int]
     """1 for each completion token the loss trains on, 0 for tokens it must ignore."""
     finish_reason: str | None = None
+    continues: bool = False
+    """True when this turn extends the previous turn's token sequence (the engine saw that turn's prompt and
+    completion, then `prompt_ids`: the end of that turn, the tool results, the next generation prompt). An
+    episode whose turns all continue is one sequence: trained as one sample, stored once."""
 
     @model_validator(mode="after")
     def _aligned(self) -> Turn:
@@ -123,6 +129,23 @@ class Trajectory(Record):
     timings: dict[str, float] = Field(default_factory=dict)
     """Seconds per phase, e.g. `generate`, `tools`, `reward`."""
     reward: RewardResult | None = None
+
+    def sequences(self) -> list[Turn]:
+        """The episode as the token sequences the engine extended, one per turn that does not continue (one in all
+        when every later turn continues). Each is a Turn whose completion is every id after its first prompt: the
+        sampled ids as sampled, and between them the ids of each turn's end and the tool results, with logprob 0
+        and loss mask 0 (the model did not choose them)."""
+        out: list[Turn] = []
+        for turn in self.turns:
+            if not (turn.continues and out):
+                out.append(turn.model_copy(update={"continues": False}, deep=True))
+                continue
+            last, gap = out[-1], len(turn.prompt_ids)
+            out[-1] = last.model_copy(update={
+                "completion_ids": last.completion_ids + turn.prompt_ids + turn.completion_ids,
+                "logprobs": last.logprobs + [0.0] * gap + turn.logprobs,
+                "loss_mask": last.loss_mask + [0] * gap + turn.loss_mask, "finish_reason": turn.finish_reason})
+        return out
 
     def infra_error(self) -> str | None:
         """Why this trajectory cannot be scored (`episode: ...` or `grading: ...`), or None when it can: the

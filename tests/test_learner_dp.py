@@ -14,9 +14,20 @@ pytestmark = pytest.mark.ray
 
 @pytest.mark.parametrize("variant", ["grpo", "dapo"])
 def test_two_ranks_on_shards_update_exactly_as_one_learner_on_the_batch(tiny_model, ray_local, variant):
+    ray = ray_local
+    # Ray gives each rank one thread (OMP_NUM_THREADS=1 for a fractional CPU); the single learner must sum its
+    # matrix products in the same order, or Adam turns the last-bit differences of tiny gradients into 1e-5.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _compare(tiny_model, ray, variant)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _compare(tiny_model, ray, variant: str) -> None:
     from transformers import AutoTokenizer
 
-    ray = ray_local
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     single = Learner(str(tiny_model), lr=1e-3, variant=variant, micro_batch=1)
     samples = _samples(single, tokenizer)

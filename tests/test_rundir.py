@@ -99,12 +99,14 @@ def test_truncate_rolls_trajectories_back_to_a_checkpoint_dropping_a_partial_lin
     run.append_trajectories([{"id": 0, "reward": 1.0}, {"id": 1, "reward": 0.0}])
     checkpoint = run.offsets()
     run.append_trajectories([{"id": 2, "reward": 0.5}])
+    run.after_writes(lambda: None).result()  # what was handed over is written, then
     with open(run.path / "trajectories.jsonl", "a") as f:
-        f.write('{"id": 3, "rew')  # killed mid-write
+        f.write('{"id": 3, "rew')  # the writer is killed mid-write
 
     run.truncate(checkpoint)
     assert run.offsets() == checkpoint
     run.append_trajectories([{"id": 2, "reward": 0.75}])
+    run.close()
 
     assert _lines(run.path / "trajectories.jsonl") == [
         {"id": 0, "reward": 1.0}, {"id": 1, "reward": 0.0}, {"id": 2, "reward": 0.75}]
@@ -131,8 +133,9 @@ def test_resume_after_truncate_shows_each_step_once_with_the_new_values(tmp_path
     checkpoint = run.offsets()
     run.log_metrics(2, {"reward/mean": 2.0})
     run.log_metrics(3, {"reward/mean": 3.0})
+    run.after_writes(lambda: None).result()
     with open(run.path / "metrics.jsonl", "a") as f:
-        f.write('{"step": 4, "ti')  # killed mid-write
+        f.write('{"step": 4, "ti')  # the writer is killed mid-write
     run.close()
 
     resumed = RunDir.open(run.path)

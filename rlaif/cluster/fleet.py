@@ -11,11 +11,14 @@ workers in service; with none, they wait up to `train.worker_restart_timeout_s`.
 Weight sync: by the object store, one copy of host buckets for every engine; or by broadcast in a process
 group from the learner to every engine (see `rlaif.weights.group`). The broadcast needs every engine of its
 group: while one is lost the others take the object-store path, and the group is rebuilt once all are back.
+An engine that dies or hangs during a broadcast aborts it within `train.weight_sync_timeout_s` (per bucket) on
+every rank; the engines that did not get the version then get it by the object store in the same sync.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +27,14 @@ from rlaif.cluster.rotation import Event, WorkerRotation
 from rlaif.env import Submission
 from rlaif.types import Task, Trajectory
 from rlaif.weights.buckets import WeightSyncError
+from rlaif.weights.group import BroadcastAborted
+
+log = logging.getLogger(__name__)
+
+
+def broadcast_aborted(error: object) -> bool:
+    """Whether a call's error is a failed broadcast (`BroadcastAborted`, as raised or as Ray's wrapper of it)."""
+    return isinstance(error, BroadcastAborted) or isinstance(getattr(error, "cause", None), BroadcastAborted)
 
 
 def max_gap(expected: list[float], got: list[float]) -> float:
@@ -37,14 +48,17 @@ class Fleet:
     """`await start()`, then `rollout(...)` concurrently and `sync(version)` between steps; `close()` at the end.
 
     `new_worker(i)` creates the actor of slot `i`; `version()` is the learner's current weight version;
-    `on_change()` is called when a worker comes back; `count(what)` records a loss or a return.
+    `on_change()` is called when a worker comes back; `count(what)` records a loss or a return, and
+    `weight_broadcast` for a broadcast aborted. `sync_timeout_s` bounds the learner's wait on each broadcast
+    bucket (the workers take theirs from `train.weight_sync_timeout_s`).
     """
 
     def __init__(self, new_worker: Callable[[int], Any], size: int, learner: Any, *, transport: str,
                  layout: tuple[float, str], restart_timeout_s: float, version: Callable[[], int],
                  on_change: Callable[[], None], count: Callable[[str], None], probe_every: int = 0,
-                 probe_tolerance: float = 0.02) -> None:
+                 probe_tolerance: float = 0.02, sync_timeout_s: float = 60.0) -> None:
         self.new_worker, self.learner, self.transport, self.layout = new_worker, learner, transport, layout
+        self.sync_timeout_s = sync_timeout_s
         self.probe_every, self.probe_tolerance, self.syncs = probe_every, probe_tolerance, 0
         self.version, self.on_change, self.count = version, on_change, count
         self.rotation: WorkerRotation[Any] = WorkerRotation(
@@ -67,7 +81,7 @@ class Fleet:
         """(Re)build the broadcast group: the learner, then one worker process per engine (no tensor parallelism)."""
         host, port = (await self.learner.endpoint.remote()).rsplit(":", 1)
         world = 1 + len(self.workers)
-        await asyncio.gather(self.learner.open_weight_group.remote(host, int(port), world),
+        await asyncio.gather(self.learner.open_weight_group.remote(host, int(port), world, self.sync_timeout_s),
                              *(w.join_weight_group.remote(host, int(port), 1 + i, world)
                                for i, w in enumerate(self.workers)))
         self.group_ok = True
@@ -84,27 +98,43 @@ class Fleet:
             if self.transport == "broadcast" and not self.group_ok and complete:
                 await self._open_group()
             if self.transport == "broadcast" and self.group_ok and complete:
-                plans, expected = self.learner.weight_plan.options(num_returns=2).remote(*self.layout)
-                sender = self.learner.broadcast_weights.remote()
-                results = await asyncio.gather(*(self.workers[i].receive_weights.remote(plans, version, expected)
-                                                 for i in targets), return_exceptions=True)
-                if any(actor_lost(r) for r in results):
-                    self.group_ok = False  # the learner's send fails or times out; the group is rebuilt later
-                    await asyncio.gather(sender, return_exceptions=True)
-                else:
-                    await sender
-            else:
+                targets = await self._broadcast(version, targets)
+            if targets:
                 buckets, expected = self.learner.sync_payload.options(num_returns=2).remote(*self.layout)
                 results = await asyncio.gather(*(self.workers[i].load_weights.remote(buckets, version, expected)
                                                  for i in targets), return_exceptions=True)
-            for i, result in zip(targets, results, strict=True):
-                if actor_lost(result):
-                    self.lose(i)
-                elif isinstance(result, BaseException):
-                    raise result
+                self._settle(targets, results)
             self.syncs += 1
             if self.probe_every and self.syncs % self.probe_every == 0:
                 await self._probe(version)
+
+    async def _broadcast(self, version: int, targets: list[int]) -> list[int]:
+        """Broadcast `version` to `targets`; returns those still without it: none, unless the broadcast aborted
+        (then the group is gone, and the workers lost with it are out of service)."""
+        plans, expected = self.learner.weight_plan.options(num_returns=2).remote(*self.layout)
+        sender = self.learner.broadcast_weights.remote()
+        results = await asyncio.gather(*(self.workers[i].receive_weights.remote(plans, version, expected)
+                                         for i in targets), return_exceptions=True)
+        [sent] = await asyncio.gather(sender, return_exceptions=True)
+        if isinstance(sent, BaseException) and not broadcast_aborted(sent):
+            raise sent
+        pending = [i for i, result in zip(targets, results, strict=True) if broadcast_aborted(result)]
+        if broadcast_aborted(sent) or pending or any(actor_lost(result) for result in results):
+            self.group_ok = False  # rebuilt by the first sync that finds every worker in service
+            self.count("weight_broadcast")
+            why = next((getattr(e, "cause", e) for e in (sent, *results) if broadcast_aborted(e)), "a worker was lost")
+            log.warning("weight sync v%d: broadcast aborted (%s); %d of %d workers get it by the object store",
+                        version, why, len(pending), len(targets))
+        self._settle(targets, [None if broadcast_aborted(result) else result for result in results])
+        return pending
+
+    def _settle(self, targets: list[int], results: list[Any]) -> None:
+        """Take out of service the workers lost during a call; raise any other error of theirs."""
+        for i, result in zip(targets, results, strict=True):
+            if actor_lost(result):
+                self.lose(i)
+            elif isinstance(result, BaseException):
+                raise result
 
     async def _probe(self, version: int) -> None:
         """Check that every engine in service scores the learner's probe as the learner does (see `Learner.probe`)."""

@@ -23,6 +23,7 @@ from rlaif.rollout.agent import run_episode
 from rlaif.types import Task, Trajectory
 from rlaif.weights.buckets import Bucket, WeightSyncError, verify
 from rlaif.weights.engine_extension import WORKER_EXTENSION
+from rlaif.weights.group import BroadcastAborted
 
 
 class RolloutWorker:
@@ -69,28 +70,41 @@ class RolloutWorker:
         self._started()
         for bucket in buckets:
             await self.policy.engine.collective_rpc("rlaif_stage", args=(bucket.data, bucket.index))
-        return await self._swap(version, expected_digest, started, sum(len(b.data) for b in buckets))
+        staged = time.monotonic()
+        self._accept(version, expected_digest, await self.policy.engine.collective_rpc("rlaif_apply"))
+        return {"stage_s": staged - started, "swap_s": time.monotonic() - staged,
+                "bytes": float(sum(len(b.data) for b in buckets))}
 
     async def join_weight_group(self, host: str, port: int, base_rank: int, world_size: int) -> list[int]:
         """Broadcast path: join the learner's weight group (see `rlaif.weights.group`); returns the ranks taken."""
-        return await self._started().policy.engine.collective_rpc("rlaif_join", args=(host, port, base_rank,
-                                                                                   world_size))
+        args = (host, port, base_rank, world_size, self.config.train.weight_sync_timeout_s)
+        return await self._started().policy.engine.collective_rpc("rlaif_join", args=args)
 
     async def receive_weights(self, plans: list[tuple[int, list]], version: int,
                               expected_digest: list[float]) -> dict[str, float]:
-        """Broadcast path: receive the buckets laid out as `plans` while the learner sends them, swap, verify."""
-        started = time.monotonic()
-        await self._started().policy.engine.collective_rpc("rlaif_receive", args=(plans,))
-        return await self._swap(version, expected_digest, started, sum(size for size, _ in plans))
+        """Broadcast path: load the buckets laid out as `plans` as the learner sends them, in one engine call
+        (generation pauses for all of it), and verify. `held_bytes` is the most received-bucket memory the engine
+        held at once.
 
-    async def _swap(self, version: int, expected_digest: list[float], started: float, nbytes: int) -> dict[str, float]:
-        staged = time.monotonic()
-        for result in await self.policy.engine.collective_rpc("rlaif_apply"):
+        Raises `BroadcastAborted` when the broadcast failed: the engine keeps its version stamp and is out of the
+        group (some of its layers may hold the new weights already; the fallback sync brings the rest).
+        """
+        started = time.monotonic()
+        results = await self._started().policy.engine.collective_rpc("rlaif_receive", args=(plans,))
+        aborted = [result["aborted"] for result in results if "aborted" in result]
+        if aborted:
+            raise BroadcastAborted(f"weight sync v{version} to rollout worker {self.index}: {aborted[0]}")
+        self._accept(version, expected_digest, results)
+        return {"swap_s": time.monotonic() - started, "bytes": float(sum(size for size, _ in plans)),
+                "held_bytes": float(max(result["held_bytes"] for result in results))}
+
+    def _accept(self, version: int, expected_digest: list[float], results: list[dict]) -> None:
+        """Take `version` once every engine worker loaded every weight and its digest matches the learner's."""
+        for result in results:
             if result["missing"]:
                 raise WeightSyncError(f"weight sync v{version}: the engine got no value for {result['missing'][:5]}")
             verify(expected_digest, result["digest"])
         self.version = version
-        return {"stage_s": staged - started, "swap_s": time.monotonic() - staged, "bytes": float(nbytes)}
 
     async def probe(self, ids: list[int]) -> list[float]:
         """The engine's logprobs of `ids` (see `Learner.probe`): how the weights it holds score a fixed text."""

@@ -211,6 +211,10 @@ class TrainConfig(Section):
     (a process group from the learner to every engine: NCCL device-to-device on GPUs, gloo on the CPU), or
     `auto`: broadcast when learners and rollout workers each hold whole GPUs, the object store otherwise
     (NCCL cannot broadcast between two ranks on one GPU)."""
+    weight_sync_timeout_s: float = Field(default=60.0, gt=0)
+    """Broadcast path: the longest the learner or an engine waits on one bucket. A rank that dies or hangs
+    mid-broadcast aborts the group within it; that sync then goes by the object store, and the group is rebuilt
+    once every engine is back."""
     probe_every: int = Field(default=1, ge=0)
     """Every this many weight syncs, check that each engine's logprobs on a fixed probe text equal the learner's
     (`WeightSyncError` otherwise): the sync's digest proves the bytes arrived, the probe that the engine's loader

@@ -66,8 +66,9 @@ class MeteredPolicy(Policy):
         self.inner, self.name = inner, inner.name
         self.input_tokens = self.output_tokens = 0
 
-    async def complete(self, messages: list[Message], tools: list[dict[str, Any]], sampling: Sampling) -> Completion:
-        completion = await self.inner.complete(messages, tools, sampling)
+    async def complete(self, messages: list[Message], tools: list[dict[str, Any]], sampling: Sampling,
+                       history: list[int] | None = None) -> Completion:
+        completion = await self.inner.complete(messages, tools, sampling, history)
         self.input_tokens += completion.usage.get("prompt_tokens", 0)
         self.output_tokens += completion.usage.get("completion_tokens", 0)
         return completion

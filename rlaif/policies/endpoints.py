@@ -49,7 +49,11 @@ class Completion(BaseModel):
 class Policy:
     name = "policy"
 
-    async def complete(self, messages: list[Message], tools: list[dict[str, Any]], sampling: Sampling) -> Completion:
+    async def complete(self, messages: list[Message], tools: list[dict[str, Any]], sampling: Sampling,
+                       history: list[int] | None = None) -> Completion:
+        """The next assistant turn. `history`: this episode's token ids so far (the last turn's prompt and
+        completion), which a token-exact policy extends instead of rendering the conversation afresh; endpoints
+        that work on text ignore it."""
         raise NotImplementedError
 
     async def close(self) -> None:
@@ -72,7 +76,8 @@ class OpenAIPolicy(Policy):
         """False once the server said it cannot parse tool calls (vLLM without --tool-call-parser): then
         tools are still rendered into the prompt (`tool_choice="none"`) and calls are parsed from the text."""
 
-    async def complete(self, messages: list[Message], tools: list[dict[str, Any]], sampling: Sampling) -> Completion:
+    async def complete(self, messages: list[Message], tools: list[dict[str, Any]], sampling: Sampling,
+                       history: list[int] | None = None) -> Completion:
         import openai
 
         request = {"model": self.model, "messages": [to_openai_message(m) for m in messages], "top_p": sampling.top_p,
@@ -122,7 +127,8 @@ class AnthropicPolicy(Policy):
         self.server_parses_tools = True
         """As for OpenAIPolicy: False once the server said it cannot emit tool_use blocks."""
 
-    async def complete(self, messages: list[Message], tools: list[dict[str, Any]], sampling: Sampling) -> Completion:
+    async def complete(self, messages: list[Message], tools: list[dict[str, Any]], sampling: Sampling,
+                       history: list[int] | None = None) -> Completion:
         import anthropic
 
         system = "\n\n".join(m.content for m in messages if m.role == "system")
@@ -167,7 +173,8 @@ class ReplayPolicy(Policy):
     def __init__(self, turns: list[Message]) -> None:
         self.turns = list(turns)
 
-    async def complete(self, messages: list[Message], tools: list[dict[str, Any]], sampling: Sampling) -> Completion:
+    async def complete(self, messages: list[Message], tools: list[dict[str, Any]], sampling: Sampling,
+                       history: list[int] | None = None) -> Completion:
         turn = self.turns.pop(0) if self.turns else Message(role="assistant", content="")
         return Completion(text=turn.content, tool_calls=list(turn.tool_calls) or None, finish_reason="stop")
 

@@ -2,9 +2,14 @@
 
 Each call renders the conversation with the model's chat template (tools included) into prompt token
 ids, samples with `logprobs=0`, and returns, besides the text, a `Turn` holding the exact prompt ids the
-engine saw, the ids it sampled and their sampling logprobs. The learner trains each turn on exactly those
-ids: it never re-tokenises text. A multi-turn episode's later prompts are rendered afresh from the
-conversation; that is what the engine saw for that turn, so each turn is exact on its own.
+engine saw, the ids it sampled and their sampling logprobs. The learner trains on exactly those ids: it never
+re-tokenises text. A later turn of an episode extends the sequence so far, token for token (`continuation`):
+the previous turn's prompt and sampled ids, the template's end of that turn, the new messages (tool results)
+and the next generation prompt, as the chat template renders them. Rendering the whole conversation afresh
+would re-tokenise the sampled text, which need not give back the sampled ids; extending it makes an episode
+one sequence, which the learner trains as one sample. When the template does not render the conversation as
+a prefix of its continuation (one that rewrites earlier turns), the turn is rendered afresh and starts a new
+sequence.
 
 Concurrent episodes share one `AsyncLLM` engine, which batches their requests continuously.
 `weight_version` is stamped by the caller (the rollout worker) on the trajectory.
@@ -47,16 +52,40 @@ class EnginePolicy(Policy):
                                **engine_args)
         return cls(AsyncLLM.from_engine_args(args), AutoTokenizer.from_pretrained(model))
 
-    def render(self, messages: list[Message], tools: list[dict[str, Any]]) -> list[int]:
-        """The prompt token ids for the next assistant turn."""
+    def render(self, messages: list[Message], tools: list[dict[str, Any]], next_turn: bool = True) -> list[int]:
+        """The conversation's token ids, with the prompt for the next assistant turn when `next_turn`."""
         rendered = self.tokenizer.apply_chat_template([to_openai_message(m) for m in messages], tools=tools or None,
-                                                      add_generation_prompt=True, tokenize=True, return_dict=True)
+                                                      add_generation_prompt=next_turn, tokenize=True, return_dict=True)
         return list(rendered["input_ids"])
 
-    async def complete(self, messages: list[Message], tools: list[dict[str, Any]], sampling: Sampling) -> Completion:
+    def continuation(self, messages: list[Message], tools: list[dict[str, Any]],
+                     history: list[int]) -> list[int] | None:
+        """The ids that follow `history` (which ends with the last assistant turn's sampled ids) to prompt the next
+        turn: the rest of that turn as the template ends it (its end-of-turn token when sampling stopped
+        before it, what the template puts after it), then the messages after it and the generation prompt. None
+        when the template's rendering of the conversation up to that turn is not a prefix of its rendering of
+        the whole (then there is no one sequence to extend)."""
+        last = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=None)
+        if last is None:
+            return None
+        before = self.render(messages[:last], tools)
+        closed = self.render(messages[:last + 1], tools, next_turn=False)
+        whole = self.render(messages, tools)
+        if closed[:len(before)] != before or whole[:len(closed)] != closed:
+            return None
+        special = set(self.tokenizer.all_special_ids)
+        end = max((i for i in range(len(before), len(closed)) if closed[i] in special), default=None)
+        if end is None:
+            return None
+        stop = [] if history and history[-1] == closed[end] else [closed[end]]
+        return stop + closed[end + 1:] + whole[len(closed):]
+
+    async def complete(self, messages: list[Message], tools: list[dict[str, Any]], sampling: Sampling,
+                       history: list[int] | None = None) -> Completion:
         from vllm import SamplingParams, TokensPrompt
 
-        prompt_ids = self.render(messages, tools)
+        extra = self.continuation(messages, tools, history) if history else None
+        prompt_ids = history + extra if extra is not None else self.render(messages, tools)
         params = SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p,
                                 max_tokens=sampling.max_tokens, seed=sampling.seed, logprobs=0)
         final = None
@@ -66,8 +95,8 @@ class EnginePolicy(Policy):
         sample = final.outputs[0]
         ids = list(sample.token_ids)
         logprobs = [step[token].logprob for step, token in zip(sample.logprobs, ids, strict=True)]
-        turn = Turn(prompt_ids=prompt_ids, completion_ids=ids, logprobs=logprobs, loss_mask=[1] * len(ids),
-                    finish_reason=sample.finish_reason)
+        turn = Turn(prompt_ids=prompt_ids if extra is None else extra, completion_ids=ids, logprobs=logprobs,
+                    loss_mask=[1] * len(ids), finish_reason=sample.finish_reason, continues=extra is not None)
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         return Completion(text=text, finish_reason=sample.finish_reason, turn=turn,
                           usage={"prompt_tokens": len(prompt_ids), "completion_tokens": len(ids)})

@@ -59,13 +59,14 @@ async def run_episode(
             sandbox = await pool.acquire()
             await env.setup(task, sandbox)
             timings["setup"] = time.monotonic() - start
-        status = "ok"
+        status, history = "ok", []
         for turn_index in range(turns):
             start = time.monotonic()
-            completion = await policy.complete(messages, tools, sampling)
+            completion = await policy.complete(messages, tools, sampling, history)
             timings["generate"] += time.monotonic() - start
-            if completion.turn is not None:
-                traj.turns.append(completion.turn)
+            if (turn := completion.turn) is not None:
+                traj.turns.append(turn)
+                history = (history if turn.continues else []) + turn.prompt_ids + turn.completion_ids
             message, errors = _assistant_message(completion, parse, turn_index)
             messages.append(message)
             if not message.tool_calls and not errors:

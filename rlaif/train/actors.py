@@ -92,7 +92,8 @@ class RunActors:
             t.rollout_workers, self.learner, transport=weight_transport(t),
             layout=(t.bucket_mb, self.config.model.dtype), restart_timeout_s=t.worker_restart_timeout_s,
             version=version, on_change=on_change, count=count_lost, probe_every=t.probe_every,
-            probe_tolerance=t.probe_tolerance or (0.2 if self.config.model.dtype == "bfloat16" else 0.02))
+            probe_tolerance=t.probe_tolerance or (0.2 if self.config.model.dtype == "bfloat16" else 0.02),
+            sync_timeout_s=t.weight_sync_timeout_s)
         self.reward = RewardService(self.config, workers=t.reward_workers, num_cpus=t.reward_cpus,
                                     restart_timeout_s=t.worker_restart_timeout_s, resources=t.reward_resources)
         await asyncio.gather(self.fleet.start(), self.reward.start())

@@ -7,6 +7,9 @@ files' sizes, counters, RNG). Both are written into `.step-NNNNNN.tmp/`, flushed
 is renamed into place; `latest` (a one-line file, replaced atomically) names the newest complete one. A crash
 before the rename leaves a `.tmp` directory that the next save removes; a crash after it leaves a complete
 checkpoint. Older checkpoints beyond `keep` are deleted only after a newer one is complete.
+
+`commit` is all blocking disk work (the JSON of every buffered trajectory, fsyncs, renames): the trainer runs it on
+the run directory's writer thread (`RunDir.after_writes`), behind the run files' bytes the checkpoint records.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ def staging_dir(run_path: Path, step: int) -> Path:
 
 
 def commit(staging: Path, trainer_state: dict[str, Any], *, keep: int = 2) -> Path:
-    """Write trainer.json into `staging`, make it the latest checkpoint, prune old ones; returns its path."""
+    """Write trainer.json into `staging`, make it the latest checkpoint, prune old ones; returns its path.
+    `trainer_state` is serialised here, so it must be a snapshot no one changes meanwhile."""
     if not (staging / LEARNER_FILE).exists():
         raise RlaifError(f"checkpoint {staging}: the learner wrote no {LEARNER_FILE}")
     _write_synced(staging / TRAINER_FILE, json.dumps(trainer_state).encode())

@@ -103,26 +103,34 @@ class Learner:
 
     def token_logprobs(self, model: torch.nn.Module, samples: list[Sample]) -> tuple[Tensor, Tensor]:
         """(B, T) logprobs of each sample's completion ids under `model` at the sampling temperature (the
-        distribution the tokens were drawn from, as the engine reports it), and the (B, T) loss mask (0 on padding)."""
-        width = max(len(s.prompt_ids) + len(s.completion_ids) for s in samples)
-        completion_width = max(len(s.completion_ids) for s in samples)
-        ids = torch.full((len(samples), width), self.pad_id, dtype=torch.long, device=self.device)
-        attention = torch.zeros_like(ids)
-        for i, s in enumerate(samples):
-            n = len(s.prompt_ids) + len(s.completion_ids)
-            ids[i, :n] = torch.tensor(s.prompt_ids + s.completion_ids)
-            attention[i, :n] = 1
+        distribution the tokens were drawn from, as the engine reports it), and the (B, T) loss mask (0 on padding).
+
+        The batch is right-padded; the model computes logits only from the first completion position on
+        (`logits_to_keep`), and one gather picks every sample's completion rows, so the work does not grow with
+        a per-sample loop (a row-by-row slice would make its backward write a zero-filled copy of all the logits).
+        """
+        prompts = torch.tensor([len(s.prompt_ids) for s in samples])
+        completions = torch.tensor([len(s.completion_ids) for s in samples])
+        width = int((prompts + completions).max())
+        ids = self._padded([s.prompt_ids + s.completion_ids for s in samples], width, self.pad_id, torch.long)
+        attention = (torch.arange(width) < (prompts + completions)[:, None]).long().to(self.device)
+        keep = width - int(prompts.min()) + 1  # logits from the earliest position that predicts a completion token
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
-            logits = model(input_ids=ids, attention_mask=attention).logits
-        mask = torch.zeros(len(samples), completion_width, device=self.device)
-        rows = []
-        for i, s in enumerate(samples):
-            start, k = len(s.prompt_ids) - 1, len(s.completion_ids)
-            row = torch.log_softmax(logits[i, start:start + k].float() / self.temperature, -1)
-            rows.append(row.gather(1, torch.tensor(s.completion_ids, device=self.device)[:, None])[:, 0])
-            mask[i, :k] = torch.tensor(s.loss_mask, dtype=torch.float32)
-        logprobs = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
+            logits = model(input_ids=ids, attention_mask=attention, logits_to_keep=keep).logits
+        steps = torch.arange(int(completions.max()))
+        inside = steps < completions[:, None]  # (B, T): False on padding
+        # The row of `logits` that predicts each completion token; padding points at a real row, masked below.
+        rows = (prompts[:, None] - 1 - (width - keep) + torch.where(inside, steps, 0)).to(self.device)
+        picked = logits.gather(1, rows[:, :, None].expand(-1, -1, logits.size(-1)))
+        targets = self._padded([s.completion_ids for s in samples], steps.numel(), 0, torch.long)
+        logprobs = torch.log_softmax(picked.float() / self.temperature, -1).gather(2, targets[:, :, None])[:, :, 0]
+        logprobs = logprobs.masked_fill(~inside.to(self.device), 0.0)
+        mask = self._padded([s.loss_mask for s in samples], steps.numel(), 0, torch.float32)
         return logprobs, mask
+
+    def _padded(self, rows: list[list], width: int, value: float, dtype: torch.dtype) -> Tensor:
+        """`rows` right-padded with `value` to `width`, as one (len(rows), width) tensor on the device."""
+        return torch.tensor([row + [value] * (width - len(row)) for row in rows], dtype=dtype).to(self.device)
 
     @staticmethod
     def endpoint() -> str:
@@ -214,25 +222,26 @@ class Learner:
         batch = [samples[i] for i in chosen]
         total_samples, total_tokens = self._totals(batch, given)
         self.optimizer.zero_grad(set_to_none=True)
-        metrics: dict[str, float] = {"loss": 0.0}
+        metrics: dict[str, float] = {}
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)  # read once, after the last chunk
         pad = torch.nn.utils.rnn.pad_sequence
         for at in range(0, len(chosen), self.micro_batch):
             ids = chosen[at:at + self.micro_batch]
             chunk = [samples[i] for i in ids]
             logprobs, mask = self.token_logprobs(self.model, chunk)
-            behaviour = pad([torch.tensor(s.behaviour_logprobs, dtype=torch.float32, device=self.device)
-                             for s in chunk], batch_first=True)
+            behaviour = self._padded([s.behaviour_logprobs for s in chunk], logprobs.size(1), 0.0, torch.float32)
             loss, chunk_metrics = policy_loss(
                 logprobs, pad([old[i] for i in ids], batch_first=True) if old is not None else logprobs.detach(),
                 torch.tensor([s.advantage for s in chunk], device=self.device), mask,
                 ref_logprobs=pad([ref[i] for i in ids], batch_first=True) if ref is not None else None,
                 behaviour_logprobs=behaviour, **self.loss_args)
-            share = (mask.sum().item() / total_tokens if self.loss_args["variant"] == "dapo"
+            share = (sum(sum(s.loss_mask) for s in chunk) / total_tokens if self.loss_args["variant"] == "dapo"
                      else len(chunk) / total_samples)
             (loss * share).backward()
-            metrics["loss"] += loss.item() * share
+            loss_sum += loss.detach().double() * share
             for key, value in chunk_metrics.items():
                 metrics[key] = metrics.get(key, 0.0) + value * share
+        metrics["loss"] = loss_sum.item()
         if self.world_size > 1:
             import torch.distributed as dist
 
@@ -283,11 +292,12 @@ class Learner:
         named = self._engine_weights(dtype)
         return pack(named, bucket_mb=bucket_mb), digest(named)
 
-    def open_weight_group(self, host: str, port: int, world_size: int) -> None:
-        """Broadcast path: host the weight group as its rank 0 (see `rlaif.weights.group`); blocks until all join."""
+    def open_weight_group(self, host: str, port: int, world_size: int, timeout_s: float) -> None:
+        """Broadcast path: host the weight group as its rank 0 (see `rlaif.weights.group`), every broadcast bounded
+        by `timeout_s`; blocks until all join."""
         from rlaif.weights.group import open_group
 
-        self.weight_group = open_group(host, port, 0, world_size, self.device)
+        self.weight_group = open_group(host, port, 0, world_size, self.device, timeout_s=timeout_s)
 
     def weight_plan(self, bucket_mb: float = 64.0, dtype: str = "float32") -> tuple[list[tuple[int, list]],
                                                                                      list[float]]:
@@ -300,12 +310,20 @@ class Learner:
         return [(p.size, p.index) for p in self._plans], digest(self._outgoing)
 
     def broadcast_weights(self) -> int:
-        """Broadcast path, second half: send the planned buckets, one device buffer at a time; returns bytes sent."""
-        from rlaif.weights.group import send
+        """Broadcast path, second half: send the planned buckets, one device buffer at a time; returns bytes sent.
+
+        Raises `BroadcastAborted` when a bucket is not through within the group's timeout (an engine died or hung);
+        the group is aborted and dropped (`open_weight_group` builds a new one).
+        """
+        from rlaif.weights.group import BroadcastAborted
 
         named, plans = dict(self._outgoing), self._plans
         self._outgoing, self._plans = [], []
-        return send(self.weight_group, (fill(named, bucket, self.device) for bucket in plans))
+        try:
+            return self.weight_group.send(fill(named, bucket, self.device) for bucket in plans)
+        except BroadcastAborted:
+            self.weight_group = None
+            raise
 
     def save(self, directory: str) -> None:
         """Write `learner.pt` (see `state`) into a checkpoint's staging directory."""

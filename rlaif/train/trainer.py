@@ -11,8 +11,10 @@ dropped and counted.
 
 Groups are dropped, never trained on, when any episode or reward hit an infrastructure failure
 (`infra_error`), or, with dynamic sampling, when all rewards are equal (no signal); drops are refilled with
-new tasks and counted by reason. Every scored trajectory is appended to the run directory before it is
-used; checkpoints hold the buffer and the tasks in flight, so a resumed run loses and repeats nothing.
+new tasks and counted by reason. Every scored trajectory is handed to the run directory before it is used, and is
+on disk before any checkpoint that covers it is complete (the run directory's writer thread does the disk work, so
+the loop never waits on an fsync); checkpoints hold the buffer and the tasks in flight, so a resumed run loses and
+repeats nothing.
 
 The actors (learners, rollout fleet, reward service) are `rlaif.train.actors`'; a finished group's drop
 reasons are `rlaif.train.groups`', its samples `rlaif.train.samples`', a step's figures `rlaif.train.metrics`'.
@@ -29,6 +31,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +88,7 @@ class Trainer:
         self.inflight: dict[int, asyncio.Task] = {}
         self.finished_since_draw = 0
         self.infra_streak: list[str] = []  # errors of consecutive groups lost to infrastructure
+        self.failure: BaseException | None = None  # what a producer raised: the next draw raises it
         self.training = 0  # 1 while a drawn batch is being trained: the next one trains on the version after
         self.changed = asyncio.Event()
         self.episode_slots = asyncio.Semaphore(config.train.episode_concurrency)
@@ -139,6 +143,7 @@ class Trainer:
             while self._may_admit():
                 index = self._next_index()
                 self.inflight[index] = asyncio.create_task(self._produce(index))
+                self.inflight[index].add_done_callback(self._produced)
             self.changed.clear()
             await self.changed.wait()
 
@@ -167,6 +172,13 @@ class Trainer:
         else:
             self.state.buffer.append(group)
         self.changed.set()
+
+    def _produced(self, task: asyncio.Task) -> None:
+        """A producer that raised (the run directory failing to write, a bug) stops the run at the next draw; left
+        alone, its group would hold its slot forever and the draw would wait for it."""
+        if not task.cancelled() and task.exception() is not None and self.failure is None:
+            self.failure = task.exception()
+            self.changed.set()
 
     def _count_drop(self, reason: str, groups: int = 1) -> None:
         self.state.dropped[reason] += groups
@@ -200,6 +212,8 @@ class Trainer:
         b = self.config.learner.batch_tasks
         cap = b * self.config.learner.max_fill_rounds
         while True:
+            if self.failure is not None:
+                raise self.failure
             fresh = [g for g in self.state.buffer if self.state.version - g.version <= self.max_staleness]
             if len(fresh) < len(self.state.buffer):
                 self._count_drop("stale", len(self.state.buffer) - len(fresh))
@@ -318,9 +332,11 @@ class Trainer:
 
     # ---- checkpoints --------------------------------------------------------------------------------------
     async def save_checkpoint(self) -> Path:
-        """Snapshot the driver's state first (no await in between), then let the learner write its part."""
+        """Snapshot the driver's state first (no await in between), then let the learner write its part; the commit
+        runs on the run directory's writer thread (generation goes on meanwhile), after the run files' bytes the
+        snapshot records."""
         s = self.state
-        trainer_state = {
+        trainer_state = {  # fresh copies only: it is serialised later, on the writer thread
             "step": s.step, "version": s.version, "cursor": s.cursor,
             "requeue": sorted([*s.requeue, *self.inflight]),
             "buffer": [g.to_json() for g in s.buffer], "dropped": dict(s.dropped), "lost": dict(s.lost),
@@ -329,7 +345,8 @@ class Trainer:
         }
         staging = checkpoint.staging_dir(self.rundir.path, s.step)
         await self.actors.learner.save.remote(str(staging))
-        return checkpoint.commit(staging, trainer_state, keep=self.config.train.keep_checkpoints)
+        commit = partial(checkpoint.commit, staging, trainer_state, keep=self.config.train.keep_checkpoints)
+        return await asyncio.wrap_future(self.rundir.after_writes(commit))
 
     def _restore(self, path: Path) -> None:
         data = checkpoint.read_trainer_state(path)

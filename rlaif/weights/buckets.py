@@ -108,7 +108,8 @@ def unpack(data: bytes | memoryview | torch.Tensor, index: list[Entry]) -> Itera
 
 
 def digest(named: Iterable[tuple[str, torch.Tensor]], chunk_elements: int = 1 << 22) -> list[float]:
-    """(sum, sum of squares, position-weighted sum) over all tensors, in float64.
+    """(sum, sum of squares, position-weighted sum) over all tensors, in float64. Each is a sum over the tensors, so
+    the digests of disjoint sets of tensors add up to theirs together: the engine adds its buckets' as they load.
 
     The third weights each element by its row, its column and its tensor's name, so it changes when values move:
     rows permuted, a row's elements swapped, two same-shaped tensors exchanged. It is computed on the tensors as
