@@ -32,6 +32,9 @@ def test_misspelt_key_names_the_closest_valid_key(tmp_path):
         load_config(bad)
     with pytest.raises(ConfigError, match=r"'sandbx'; did you mean 'sandbox'"):
         load_config(EXAMPLE, ["sandbx.image=x"])
+    bad.write_text("model:\n  path: m\nreward:\n  judges:\n    - {nme: j}\n")  # inside an item of a list
+    with pytest.raises(ConfigError, match=r"'reward.judges.0.nme'; did you mean 'reward.judges.0.name'\?"):
+        load_config(bad)
 
 
 def test_config_show_with_a_typo_exits_nonzero_with_one_line(tmp_path):

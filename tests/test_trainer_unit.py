@@ -96,10 +96,10 @@ def test_a_group_staler_than_allowed_is_dropped_when_drawn_and_replaced(tmp_path
     assert [g.index for g in asyncio.run(trainer._next_batch())] == [4] and trainer.state.dropped["stale"] == 2
 
 
-def test_samples_carry_group_advantages_every_turn_and_mask_truncated_episodes(tmp_path):
+def test_samples_carry_group_advantages_and_mask_truncated_episodes(tmp_path):
     group = ScoredGroup(0, 0, [_traj(1.0, turns=2), _traj(0.0, status="truncated")])
     samples = build_samples([group], 2, scale_rewards=True, mask_truncated=True)
-    assert len(samples) == 3  # two turns of the first episode, one of the second
+    assert len(samples) == 3  # two turns that do not continue each other (two sequences), one of the second
     assert samples[0].advantage == samples[1].advantage > 0 > samples[2].advantage
     assert samples[0].loss_mask == [1, 1, 1] and samples[2].loss_mask == [0, 0, 0]
     unmasked = build_samples([group], 2, scale_rewards=True, mask_truncated=False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -432,15 +432,22 @@ def _problem(error: ErrorDetails) -> str:
 
 
 def _section(loc: list[str]) -> type[BaseModel] | None:
-    """The config section at a dotted location, or None when it is a value (or not a key)."""
-    model: type[BaseModel] = Config
+    """The config section at a dotted location (an item of a list of sections too: `reward.judges.0`), or None when
+    it is a value (or not a key)."""
+    node: Any = Config
     for part in loc:
-        field = model.model_fields.get(part)
-        annotation = field.annotation if field else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        if _is_section(node):
+            field = node.model_fields.get(part)
+            node = field.annotation if field else None
+        elif get_origin(node) is list and part.isdigit():
+            node = get_args(node)[0]
+        else:
             return None
-        model = annotation
-    return model
+    return node if _is_section(node) else None
+
+
+def _is_section(node: Any) -> bool:
+    return isinstance(node, type) and issubclass(node, BaseModel)
 
 
 def _valid_keys(loc: list[str]) -> list[str]:
