@@ -101,9 +101,11 @@ class Learner:
         self.version = 0
         self._probe_ids: list[int] | None = None
 
-    def token_logprobs(self, model: torch.nn.Module, samples: list[Sample]) -> tuple[Tensor, Tensor]:
+    def token_logprobs(self, model: torch.nn.Module, samples: list[Sample],
+                       temperature: float | None = None) -> tuple[Tensor, Tensor]:
         """(B, T) logprobs of each sample's completion ids under `model` at the sampling temperature (the
-        distribution the tokens were drawn from, as the engine reports it), and the (B, T) loss mask (0 on padding).
+        distribution the tokens were drawn from, as the engine reports it; `temperature` overrides it), and the
+        (B, T) loss mask (0 on padding).
 
         The batch is right-padded; the model computes logits only from the first completion position on
         (`logits_to_keep`), and one gather picks every sample's completion rows, so the work does not grow with
@@ -123,7 +125,8 @@ class Learner:
         rows = (prompts[:, None] - 1 - (width - keep) + torch.where(inside, steps, 0)).to(self.device)
         picked = logits.gather(1, rows[:, :, None].expand(-1, -1, logits.size(-1)))
         targets = self._padded([s.completion_ids for s in samples], steps.numel(), 0, torch.long)
-        logprobs = torch.log_softmax(picked.float() / self.temperature, -1).gather(2, targets[:, :, None])[:, :, 0]
+        scale = self.temperature if temperature is None else temperature
+        logprobs = torch.log_softmax(picked.float() / scale, -1).gather(2, targets[:, :, None])[:, :, 0]
         logprobs = logprobs.masked_fill(~inside.to(self.device), 0.0)
         mask = self._padded([s.loss_mask for s in samples], steps.numel(), 0, torch.float32)
         return logprobs, mask
@@ -263,11 +266,10 @@ class Learner:
         if self._probe_ids is None:
             self._probe_ids = list(AutoTokenizer.from_pretrained(self.model_dir)(PROBE_TEXT)["input_ids"][:64])
         ids = self._probe_ids
-        with torch.no_grad(), torch.autocast(self.device.type, dtype=self.dtype,
-                                             enabled=self.dtype != torch.float32):
-            logits = self.model(input_ids=torch.tensor([ids], device=self.device)).logits[0, :-1].float()
-        logprobs = torch.log_softmax(logits, -1).gather(1, torch.tensor(ids[1:], device=self.device)[:, None])[:, 0]
-        return ids, logprobs.tolist()
+        probe = Sample(ids[:1], ids[1:], [0.0] * (len(ids) - 1), [1] * (len(ids) - 1), 0.0)
+        with torch.no_grad():
+            logprobs, _ = self.token_logprobs(self.model, [probe], temperature=1.0)
+        return ids, logprobs[0].tolist()
 
     def named_weights(self) -> list[tuple[str, Tensor]]:
         """(Hugging Face name, tensor) of every weight the engines need, copied, adapters merged out of place (the
