@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rlaif.core.config import ConfigError, load_config
+from rlaif.core.config import ConfigError, load_config, load_reward_config
 
 pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parent.parent
@@ -134,3 +134,16 @@ def test_missing_config_file_is_a_clear_error():
     assert done.returncode == 2
     assert "config file no/such.yaml does not exist" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_judges_only_config_loads_for_judging_but_not_as_a_whole_config(tmp_path):
+    path = tmp_path / "judges.yaml"
+    path.write_text("reward:\n  judges:\n    - {name: local, endpoint: 'openai:http://127.0.0.1:8000/v1:j'}\n")
+    assert [j.name for j in load_reward_config(path).judges] == ["local"]
+    assert load_reward_config(path, ["model.dtype=bfloat16"]).judges[0].endpoint.endswith(":j")
+    with pytest.raises(ConfigError, match=r"^missing required config value 'model.path'; set it in the file or pass"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"^unknown config key 'learner.lrr'; did you mean 'learner.lr'\?$"):
+        load_reward_config(path, ["learner.lrr=1"])  # every section is still checked
+    with pytest.raises(ConfigError, match=r"^config key 'rollout.group_size': Input should be greater"):
+        load_reward_config(path, ["rollout.group_size=0"])

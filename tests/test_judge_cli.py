@@ -1,5 +1,7 @@
 """`rlaif judge score|check` and `rlaif env check judged_qa` with a judge configured.
 
+The judge commands get judges-only configs (no `model` section), which `rlaif train` refuses.
+
 The judge is a local endpoint behind the real OpenAI SDK, scripted to behave like a sensible judge (1 when the
 answer contains the reference answer, else 0) or like a gullible one (always 1)."""
 
@@ -33,8 +35,9 @@ def gullible(request: dict) -> Reply:
 
 
 def config_file(tmp_path, url: str) -> str:
+    """A judges-only config (no `model` section) with one judge at `url`."""
     path = tmp_path / "judge.yaml"
-    path.write_text(f"model: {{path: models/tiny}}\nreward:\n  judges:\n    - endpoint: openai:{url}/v1:judge\n"
+    path.write_text(f"reward:\n  judges:\n    - endpoint: openai:{url}/v1:judge\n"
                     f"      cache: null\n      backoff_s: 0.01\n      input_usd_per_mtok: 1.0\n")
     return str(path)
 
@@ -89,6 +92,13 @@ def test_judge_check_passes_a_sensible_judge_and_fails_a_gullible_one(tmp_path):
     rates = {name: row.get("false_pass_rate") for name, row in bad_report["canaries"].items()}
     assert rates["reasoning_opener"] == 1.0 and rates["injection"] == 1.0
     assert rates["empty"] == rates["colon"] == rates["question_repeated"] == 0.0, "short-circuited without a call"
+
+
+def test_train_refuses_a_judges_only_config_naming_model_path(tmp_path):
+    done = rlaif("train", config_file(tmp_path, "http://127.0.0.1:9"))
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == ["error: missing required config value 'model.path'; set it in the file or "
+                                        "pass model.path=..."]
 
 
 @pytest.mark.docker

@@ -20,10 +20,10 @@ def load_reward(config_path: str | None) -> tuple[dict, list]:
     """The judges (by name) and extra reward components a config file defines (none without a config)."""
     if not config_path:
         return {}, []
-    from rlaif.core.config import load_config
+    from rlaif.core.config import load_reward_config
     from rlaif_rewards.judge import Judge
 
-    reward = load_config(config_path, []).reward
+    reward = load_reward_config(config_path)
     return {j.name: Judge(j) for j in reward.judges}, reward.components
 
 

@@ -17,11 +17,11 @@ app = typer.Typer(help="Score answers with a judge; check a judge with canaries.
 
 
 def load_judge(config_path: Path, name: str | None):
-    """The named (or first) judge of a config file's `reward.judges`."""
-    from rlaif.core.config import load_config
+    """The named (or first) judge of a config file's `reward.judges`; the file needs no `model` section."""
+    from rlaif.core.config import load_reward_config
     from rlaif_rewards.judge import Judge
 
-    judges = load_config(config_path, []).reward.judges if config_path else []
+    judges = load_reward_config(config_path).judges if config_path else []
     chosen = [j for j in judges if name is None or j.name == name]
     if not chosen:
         raise RlaifError(f"{config_path} defines no judge{f' named {name!r}' if name else ''}; add one under "

@@ -340,15 +340,38 @@ class Config(Section):
 
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Config:
     """Read a YAML file (or nothing), apply `a.b.c=value` overrides, validate. Raises ConfigError."""
+    data = _read_data(path, overrides)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_explain(err.errors())) from None
+
+
+def load_reward_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RewardConfig:
+    """The `reward` section alone, for commands that need judges but no student (`rlaif judge ...`).
+
+    The whole file is checked as `load_config` checks it (a typo in any section is still an error), except
+    that `model` and `model.path` may be absent: a judges-only file is a complete config here. Raises ConfigError.
+    """
+    data = _read_data(path, overrides)
+    try:
+        return Config.model_validate(data).reward
+    except ValidationError as err:
+        no_student = (("model",), ("model", "path"))
+        errors = [e for e in err.errors() if not (e["type"] == "missing" and e["loc"] in no_student)]
+        if errors:
+            raise ConfigError(_explain(errors)) from None
+    return RewardConfig.model_validate(data.get("reward", {}))  # valid: its errors would have been in `errors`
+
+
+def _read_data(path: str | Path | None, overrides: Sequence[str]) -> dict[str, Any]:
+    """The YAML file's mapping (empty without a file) with the overrides applied, not yet validated."""
     data: dict[str, Any] = {}
     if path is not None:
         data = _read_yaml(Path(path))
     for item in overrides:
         _apply_override(data, item)
-    try:
-        return Config.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(_explain(err)) from None
+    return data
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -385,14 +408,13 @@ def _apply_override(data: dict[str, Any], item: str) -> None:
     node[leaf] = value
 
 
-def _explain(err: ValidationError) -> str:
+def _explain(errors: list[ErrorDetails]) -> str:
     """Turn pydantic's errors into one line: every unknown key, then the first other problem.
 
     Unknown keys come first because a misspelt key is usually why a value is missing or left at its
     default (`modle: {path: m}` is also a missing `model.path`), so the typo is the fix to name. A lone
     unknown key keeps the short form `unknown config key 'k'; did you mean 'j'?`.
     """
-    errors = err.errors()
     unknown = [_unknown_key([str(p) for p in e["loc"]]) for e in errors if e["type"] == "extra_forbidden"]
     others = [e for e in errors if e["type"] != "extra_forbidden"]
     if not unknown:
