@@ -64,7 +64,8 @@ def is_degenerate(answer: str, prompt: str = "") -> bool:
 
 
 class RubricJudge(Grader):
-    """A judge scores the last assistant answer against a rubric (and a reference answer, when given)."""
+    """A judge scores the episode's work against a rubric (and a reference answer, when given): the last assistant
+    answer, or what the environment says a judge sees (`Submission.for_judge`)."""
 
     name = "judge"
 
@@ -72,7 +73,7 @@ class RubricJudge(Grader):
         self.rubric, self.reference, self.judge, self.weight = rubric, reference, judge, weight
 
     async def grade(self, task: Task, submission: Submission, ctx: GradeContext) -> RewardResult:
-        answer = submission.answer
+        answer = submission.for_judge
         if is_degenerate(answer, task.prompt):
             return RewardResult(total=0.0, components={self.name: 0.0},
                                 details={"short_circuit": "empty or degenerate answer: 0, no judge call"})

@@ -66,11 +66,19 @@ class Submission(BaseModel):
     messages: list[Message]
     files: dict[str, bytes] = Field(default_factory=dict)
     """Paths relative to the work directory, as the task's tests expect them."""
+    judged: str | None = None
+    """What a judge sees of the episode when the final answer is not the work (repo_repair: the diff of the work
+    tree against the task's original, then the final message); None: the final answer."""
 
     @property
     def answer(self) -> str:
         """The text of the last assistant message ("" when there is none)."""
         return final_answer(self.messages)
+
+    @property
+    def for_judge(self) -> str:
+        """The text a judge scores: `judged` when the environment set it, else the final answer."""
+        return self.answer if self.judged is None else self.judged
 
 
 class GradeContext:

@@ -46,10 +46,11 @@ def test_repo_repair(base_image):
     assert report["tasks"] == 24 and report["reference_passed"] == 24 and report["empty_passed"] == 0
 
 
-def test_judged_qa_skips_its_judge_with_a_note_and_still_zeroes_empty_answers(base_image):
+def test_judged_qa_proves_its_references_skips_its_judge_with_a_note_and_zeroes_empty_answers(base_image):
     code, report = check("judged_qa")
     assert code == 0 and report["failures"] == []
-    assert report["judge_skipped"] == report["tasks"] == 30 and report["empty_passed"] == 0
+    assert report["judge_skipped"] == report["tasks"] == report["references_checked"] == 30
+    assert report["empty_passed"] == 0
     assert report["notes"] == ["no judge configured: judge graders are skipped until a judge is set "
                                "(the reward-service issue, #5)"]
 

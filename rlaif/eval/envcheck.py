@@ -2,7 +2,9 @@
 
 Every task's reference solution, replayed through the real agent loop and the real graders, must earn
 full reward; an empty answer must earn none. Graders that need a judge are skipped with a note until a
-judge is configured.
+judge is configured. An environment whose references make claims it can check without a model (judged_qa's
+review references say how a change alters a function's output) defines `reference_problem(task) -> str | None`;
+each problem it names is a failure, so a reference a judge would grade against is never simply trusted.
 """
 
 from __future__ import annotations
@@ -25,7 +27,11 @@ async def check_environment(env: Environment, tasks: list[Task], ctx: GradeConte
                                concurrency=concurrency, on_done=progress)
     empty = await evaluate(env, tasks, lambda t: ReplayPolicy([Message(role="assistant", content="")]), ctx,
                            sampling, concurrency=concurrency, on_done=progress)
-    failures, notes, skipped = [], set(), 0
+    reference_problem = getattr(env, "reference_problem", None)
+    claims = [(task, reference_problem(task)) for task in tasks] if reference_problem else []
+    failures = [{"task": task.id, "answer": "reference", "problem": "reference claim is false", "detail": problem}
+                for task, problem in claims if problem]
+    notes, skipped = set(), 0
     reference_passed = empty_passed = 0
     for task, ref, nothing in zip(tasks, reference, empty, strict=True):
         for what, traj in (("reference", ref), ("empty", nothing)):
@@ -51,7 +57,7 @@ async def check_environment(env: Environment, tasks: list[Task], ctx: GradeConte
                     failures.append({"task": task.id, "answer": what, "problem": f"empty answer earned {total:.3f}",
                                      "detail": _tests_detail(traj)})
     return {"env": env.name, "tasks": len(tasks), "reference_passed": reference_passed, "empty_passed": empty_passed,
-            "judge_skipped": skipped, "failures": failures, "notes": sorted(notes)}
+            "judge_skipped": skipped, "references_checked": len(claims), "failures": failures, "notes": sorted(notes)}
 
 
 def _tests_detail(traj: Trajectory) -> str:
