@@ -80,6 +80,16 @@ class Submission(BaseModel):
         """The text a judge scores: `judged` when the environment set it, else the final answer."""
         return self.answer if self.judged is None else self.judged
 
+    def diff(self, original: Mapping[str, bytes]) -> str:
+        """A unified diff from `original` to the submitted files ("" when there are none), leaving out what running
+        tests leaves behind (`__pycache__`, `.pyc`, `.pytest_cache`), which is no part of the work."""
+        from rlaif.sandbox.treediff import tree_diff
+
+        if not self.files:
+            return ""
+        scratch = re.compile(r"(^|/)(__pycache__|\.pytest_cache)/|\.pyc$")
+        return tree_diff(original, {path: data for path, data in self.files.items() if not scratch.search(path)})
+
 
 class GradeContext:
     """What graders may use: the sandbox pools (fresh sandboxes for tests), the judges, and config's components.

@@ -10,7 +10,6 @@ tamper-proof staging of `rlaif_rewards.unit_tests`. Tasks are generated from a s
 from __future__ import annotations
 
 from rlaif.env import EnvArgs, Environment, Grader, Submission, ToolOutput, ToolSpec
-from rlaif.sandbox.treediff import tree_diff
 from rlaif.tools import SANDBOX_TOOLS, run_sandbox_tool
 from rlaif.types import Message, Task, ToolCall, final_answer
 from rlaif_rewards.unit_tests import UnitTests
@@ -85,20 +84,15 @@ MAX_DIFF_CHARS = 20_000
 """A longer diff is cut, with a note, so that one sprawling rewrite cannot blow up the judge's prompt."""
 
 
-def _scratch(path: str) -> bool:
-    """Files running the tests leaves behind, which are not part of a fix."""
-    return "__pycache__/" in path or path.startswith(".pytest_cache/") or path.endswith(".pyc")
-
-
 def judged_submission(task: Task, messages: list[Message], files: dict[str, bytes]) -> Submission:
     """The submission of a repo_repair episode: its work tree, and what a judge sees of it (the diff of the work
     tree against the task's original repository, then the final message)."""
-    original = {path: text.encode() for path, text in task.data["repo"].items()}
-    diff = tree_diff(original, {p: b for p, b in files.items() if not _scratch(p)}) if files else ""
+    submission = Submission(messages=messages, files=files)
+    diff = submission.diff({path: text.encode() for path, text in task.data["repo"].items()})
     if len(diff) > MAX_DIFF_CHARS:
         diff = diff[:MAX_DIFF_CHARS] + f"\n[diff cut at {MAX_DIFF_CHARS} of {len(diff)} characters]\n"
     message = final_answer(messages)
     judged = (f"The changes made to the repository (a unified diff against the original):\n{diff or '(none)'}\n"
               f"The final message:\n{message or '(empty)'}") if diff or message else ""  # nothing: 0, no call
-    return Submission(messages=messages, files=files, judged=judged)
+    return submission.model_copy(update={"judged": judged})
 
