@@ -23,13 +23,17 @@ from rlaif_rewards.service import RewardService
 pytestmark = [pytest.mark.docker, pytest.mark.ray]
 
 
-def pyfunc_cases(n: int):
+def pyfunc_cases(n: int, slow_from: int | None = None):
+    """`n` pyfunc cases, alternately right and wrong; those from `slow_from` on sleep 0.5 s on import, so a test
+    can be sure they are still in flight when it acts."""
     env = load_environment("pyfunc", {"generated": n})
     tasks = env.tasks("train")[:n]
     cases = []
     for i, task in enumerate(tasks):
         right = i % 2 == 0
         code = task.reference if right else f"def {task.data['entry_point']}(*a):\n    return None\n"
+        if slow_from is not None and i >= slow_from:
+            code = "import time\ntime.sleep(0.5)\n" + code
         cases.append((task, Submission(messages=[Message(role="assistant", content=code)],
                                        files={"solution.py": code.encode()}), 1.0 if right else 0.0))
     return cases
@@ -40,7 +44,7 @@ def test_ray_workers_grade_and_a_killed_worker_loses_nothing(ray_local, base_ima
 
     config = load_config(None, ["model.path=models/tiny", "env.name=pyfunc", "env.args.generated=12",
                                 "sandbox.pool_size=2"])
-    cases = pyfunc_cases(12)
+    cases = pyfunc_cases(12, slow_from=4)
 
     async def go():
         service = RewardService(config, workers=2, num_cpus=0.5)
@@ -48,7 +52,7 @@ def test_ray_workers_grade_and_a_killed_worker_loses_nothing(ray_local, base_ima
             await service.start()
             first = await asyncio.gather(*(service.grade(t, s) for t, s, _ in cases[:4]))
             pending = [asyncio.ensure_future(service.grade(t, s)) for t, s, _ in cases[4:]]
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.2)  # each worker has two of its four slow calls running, two waiting
             ray.kill(service.actors[0], no_restart=False)  # a worker dies mid-run; Ray restarts it
             rest = await asyncio.gather(*pending)
             return [*first, *rest], dict(service.stats)
