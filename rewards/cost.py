@@ -3,11 +3,13 @@
 Prices are USD per million tokens (`Price`), so `cost_usd(Price(input_per_mtok=3, output_per_mtok=15),
 1_000, 200)` is 0.006. A judge without a price costs 0.0.
 
-`SpendBudget` is checked *before* each call (`check`, which raises `BudgetExhausted` once spent >= limit)
-and charged *after* it with the actual cost (`charge`). A call already in flight when the budget runs out
-is still charged in full, so the spend can exceed the limit by at most the cost of the calls in flight at
-that moment (at most the judge's concurrency). On `BudgetExhausted` the caller is expected to stop issuing
-judge calls and end the run cleanly (a user-facing error, not a crash), not to retry.
+`SpendBudget` is used in one of two ways. Checked *before* each call (`check`, which raises `BudgetExhausted`
+once spent >= limit) and charged *after* it (`charge`): the spend can exceed the limit by the calls in flight
+when it runs out (what `rlaif collect` does, whose attempts have no cost bound). Or with reservations, so
+the spend never exceeds the limit: `reserve(worst)` before a call holds its worst-case cost (it refuses when
+spent + held + worst would pass the limit) and `settle(worst, actual)` after it charges the actual cost and
+releases the hold (what the judges' ledger does, `rlaif_rewards.ledger`). On `BudgetExhausted` the caller is
+expected to stop issuing judge calls and end the run cleanly (a user-facing error, not a crash), not to retry.
 
 `SpendBudget` is thread-safe: a lock guards the running total, so one budget may be shared by threads
 and by coroutines of one or several event loops (each call is a few arithmetic operations, never waits).
@@ -46,13 +48,14 @@ def cost_usd(price: Price | None, input_tokens: int, output_tokens: int) -> floa
 class BudgetExhausted(RlaifError):
     """The run's judge spend reached its limit; no further judge call may start."""
 
-    def __init__(self, spent_usd: float, limit_usd: float) -> None:
-        self.spent_usd = spent_usd
-        self.limit_usd = limit_usd
-        super().__init__(
-            f"judge budget exhausted: spent {spent_usd:.4f} of budget {limit_usd:.4f} USD; "
-            "raise the budget (judge.budget_usd) or stop"
-        )
+    def __init__(self, spent_usd: float, limit_usd: float, judge: str | None = None) -> None:
+        self.spent_usd, self.limit_usd, self.judge = spent_usd, limit_usd, judge
+        key = f"reward.judges.{judge}.budget_usd" if judge else "the judge's budget_usd"
+        super().__init__(f"judge budget exhausted: spent {spent_usd:.4f} of budget {limit_usd:.4f} USD; "
+                         f"raise {key} or stop")
+
+    def __reduce__(self) -> tuple:  # it crosses processes (Ray actors, the HTTP front) as itself
+        return BudgetExhausted, (self.spent_usd, self.limit_usd, self.judge)
 
 
 class SpendBudget:
@@ -63,6 +66,7 @@ class SpendBudget:
             raise ValueError(f"limit_usd must be a finite number >= 0 or None, got {limit_usd}")
         self.limit_usd = limit_usd
         self._spent = 0.0
+        self._held = 0.0
         self._lock = threading.Lock()
 
     @property
@@ -70,6 +74,12 @@ class SpendBudget:
         """USD charged so far."""
         with self._lock:
             return self._spent
+
+    @property
+    def held_usd(self) -> float:
+        """USD reserved for the calls in flight (their worst case), not charged yet."""
+        with self._lock:
+            return self._held
 
     @property
     def remaining_usd(self) -> float | None:
@@ -102,3 +112,21 @@ class SpendBudget:
             raise ValueError(f"a charge must be a finite number >= 0, got {usd}")
         with self._lock:
             self._spent += usd
+
+    def reserve(self, worst_usd: float) -> bool:
+        """Hold `worst_usd` for a call about to start, if spent + held + it fits in the limit; False otherwise."""
+        if not (math.isfinite(worst_usd) and worst_usd >= 0):
+            raise ValueError(f"a reservation must be a finite number >= 0, got {worst_usd}")
+        with self._lock:
+            if self.limit_usd is not None and self._spent + self._held + worst_usd > self.limit_usd:
+                return False
+            self._held += worst_usd
+            return True
+
+    def settle(self, held_usd: float, actual_usd: float) -> None:
+        """Release a call's reservation and charge what it actually cost."""
+        if not (math.isfinite(actual_usd) and actual_usd >= 0):
+            raise ValueError(f"a charge must be a finite number >= 0, got {actual_usd}")
+        with self._lock:
+            self._held = max(0.0, self._held - held_usd)
+            self._spent += actual_usd

@@ -4,7 +4,9 @@ Request: {"task": <Task>, "submission": {"messages": [<Message>], "files": {path
 Reply:   <RewardResult>
 `GET /health` answers without a token. The token comes from the environment (RLAIF_REWARD_TOKEN); every
 other request without it gets 401. `HttpRewardClient` has the same `grade()` as `Rewarder` and
-`RewardService`: a trainer uses whichever; an unreachable service is `infra_error`, never a score.
+`RewardService`: a trainer uses whichever; an unreachable service is `infra_error`, never a score. A judge
+budget that ran out is 402 with `{"budget_exhausted": {...}}`, and the client raises `BudgetExhausted`, as the
+other two do.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from aiohttp import ClientError, ClientSession, ClientTimeout, web
 from rlaif.env import Submission
 from rlaif.errors import RlaifError
 from rlaif.types import Message, RewardResult, Task
+from rlaif_rewards.cost import BudgetExhausted
 from rlaif_rewards.service import Rewarder
 
 TOKEN_ENV = "RLAIF_REWARD_TOKEN"
@@ -49,7 +52,11 @@ def make_app(rewarder: Rewarder, token: str) -> web.Application:
             task, submission = decode(await request.json())
         except (ValueError, KeyError, TypeError) as err:
             return web.json_response({"error": f"bad request: {type(err).__name__}: {str(err)[:200]}"}, status=400)
-        result = await rewarder.grade(task, submission)
+        try:
+            result = await rewarder.grade(task, submission)
+        except BudgetExhausted as err:
+            spent = {"spent_usd": err.spent_usd, "limit_usd": err.limit_usd, "judge": err.judge}
+            return web.json_response({"error": str(err), "budget_exhausted": spent}, status=402)
         return web.json_response(result.model_dump(mode="json"))
 
     async def health(request: web.Request) -> web.Response:
@@ -81,6 +88,8 @@ class HttpRewardClient:
             async with self._session.post(f"{self.url}/v1/grade", json=encode(task, submission),
                                           headers={"Authorization": f"Bearer {self._token}"}) as response:
                 body = await response.json(content_type=None)
+                if response.status == 402 and isinstance(body, dict) and "budget_exhausted" in body:
+                    raise BudgetExhausted(**body["budget_exhausted"])
                 if response.status != 200:
                     return RewardResult(status="infra_error", details={"error": f"reward service answered "
                                                                                 f"{response.status}: {body}"})

@@ -1,7 +1,8 @@
 """The judge: a teacher model that scores answers, with retries, limits, a cache, and cost accounting.
 
 A verdict goes: degenerate answer? -> 0, no call. Otherwise for each of `samples` samples: cache
-lookup; on a miss, budget check -> rate-limited call -> strict parse -> cost charged -> cached. Retries
+lookup; on a miss, the ledger's go-ahead (budget and rate limits, `rlaif_rewards.ledger`: the run's, shared by
+every worker, or the judge's own) -> call -> cost charged -> strict parse -> cached. Retries
 (exponential backoff with jitter, at least the server's `retry-after`) cover 429, 5xx, timeouts and
 unparseable verdicts; after the last one the verdict is `infra_error` with no score. A failed verdict
 is never 0 and never 1. The sample scores are averaged.
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections import Counter
 from typing import Any
 
@@ -22,23 +22,23 @@ from rlaif.core.config import JudgeConfig
 from rlaif.types import RewardResult, Task
 from rlaif_rewards import prompts
 from rlaif_rewards.cache import VerdictCache, cache_key
-from rlaif_rewards.cost import Price, SpendBudget, cost_usd
-from rlaif_rewards.limits import RateLimiter
+from rlaif_rewards.cost import Price, cost_usd
+from rlaif_rewards.ledger import TEMPLATE_TOKENS, JudgeLedger
 from rlaif_rewards.providers import Provider, ProviderError, provider_from_endpoint
 from rlaif_rewards.rubric import Rubric, is_degenerate
 from rlaif_rewards.verdicts import VerdictError, extract_object, parse_group, parse_pointwise
 
 
 class Judge:
-    """Scores answers for one judge config. Share one per process: it holds the limiter and the cache."""
+    """Scores answers for one judge config. Share one per process: it holds the cache. `ledger` holds the budget
+    and rate limits (a `JudgeLedger` or the run's `RemoteLedger`); by default the judge has its own."""
 
     def __init__(self, config: JudgeConfig, provider: Provider | None = None, cache: VerdictCache | None = None,
-                 budget: SpendBudget | None = None) -> None:
+                 ledger: Any = None) -> None:
         self.config = config
         self.provider = provider or provider_from_endpoint(config.endpoint, config.timeout_s, config.extra_body)
         self.cache = cache if cache is not None else VerdictCache(config.cache)
-        self.limiter = RateLimiter(config.concurrency, config.rpm, config.tpm)
-        self.budget = budget or SpendBudget(config.budget_usd)
+        self.ledger = ledger if ledger is not None else JudgeLedger([config])
         self.price = Price(input_per_mtok=config.input_usd_per_mtok, output_per_mtok=config.output_usd_per_mtok)
         self.stats: Counter[str] = Counter()
         self.usage: Counter[str] = Counter()
@@ -101,29 +101,34 @@ class Judge:
         if cached is not None:
             self.stats["cache_hits"] += 1
             return {"parsed": cached["parsed"], "usage": cached["usage"], "cached": True}
-        estimate = (len(prompts.SYSTEM) + len(user)) // 4 + self.config.max_tokens
+        name, prompt_bytes = self.config.name, len(prompts.SYSTEM.encode()) + len(user.encode())
+        estimate = prompt_bytes // 4 + self.config.max_tokens
+        worst = cost_usd(self.price, prompt_bytes + TEMPLATE_TOKENS, self.config.max_tokens)
         error = "no attempt"
         for attempt in range(self.config.retries + 1):
             if attempt:
                 self.stats["retries"] += 1
-            self.budget.check()  # BudgetExhausted ends the run cleanly; it is not a verdict
+            ticket = await self.ledger.begin(name, estimate, worst)  # BudgetExhausted ends the run: not a verdict
+            reply, failure, charged = None, None, worst  # a call cut off midway may have been billed in full
             try:
-                async with self.limiter.slot(estimate):
-                    reply = await self.provider.complete(prompts.SYSTEM, user, self.config.max_tokens,
-                                                         self.config.temperature)
+                reply = await self.provider.complete(prompts.SYSTEM, user, self.config.max_tokens,
+                                                     self.config.temperature)
+                charged = cost_usd(self.price, reply.input_tokens, reply.output_tokens)
             except ProviderError as err:
-                error = str(err)
-                if not err.retryable:
+                failure, charged = err, 0.0
+            finally:
+                await self.ledger.end(ticket, None if reply is None else reply.input_tokens + reply.output_tokens,
+                                      charged)
+            if failure is not None:
+                error = str(failure)
+                if not failure.retryable:
                     break
-                if err.retry_after:
-                    self.limiter.pause_until(time.monotonic() + err.retry_after)
+                if failure.retry_after:
+                    await self.ledger.pause(name, failure.retry_after)
                 backoff = random.uniform(0, min(30.0, self.config.backoff_s * 2**attempt))
-                await asyncio.sleep(max(err.retry_after or 0.0, backoff))
+                await asyncio.sleep(max(failure.retry_after or 0.0, backoff))
                 continue
-            self.limiter.record(estimate, reply.input_tokens + reply.output_tokens)
-            usage = {"input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens,
-                     "cost_usd": cost_usd(self.price, reply.input_tokens, reply.output_tokens)}
-            self.budget.charge(usage["cost_usd"])
+            usage = {"input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens, "cost_usd": charged}
             self.usage.update(usage)
             self.stats["calls"] += 1
             try:

@@ -12,6 +12,9 @@ A rubric is a checklist of weighted criteria, written in YAML or JSON:
 
 `RubricJudge` is the grader an environment declares for judged tasks. It scores empty or degenerate
 answers 0 without a judge call; everything else goes to the judge named in config (`ctx.judges`).
+A `group`-mode judge scores the answers of a whole GRPO group against each other (`grade_group`, which
+`rlaif_rewards.components.grade_group` calls once the group has finished); given one answer, it scores it
+as a group of one, never pointwise.
 Without a configured judge it returns `infra_error` with a note (never a score): judges arrive with
 the reward-service issue (#5), and `rlaif env check` skips such graders with that note.
 """
@@ -72,7 +75,13 @@ class RubricJudge(Grader):
     def __init__(self, rubric: Rubric, reference: str | None = None, judge: str = "default", weight: float = 1.0):
         self.rubric, self.reference, self.judge, self.weight = rubric, reference, judge, weight
 
+    def group_mode(self, ctx: GradeContext) -> bool:
+        """Whether this grader's judge is configured and in `group` mode (it then grades whole groups)."""
+        judge = ctx.judges.get(self.judge)
+        return judge is not None and judge.config.mode == "group"
+
     async def grade(self, task: Task, submission: Submission, ctx: GradeContext) -> RewardResult:
+        """One answer's score; with a group-mode judge, as a group of one (`grade_group`), never pointwise."""
         answer = submission.for_judge
         if is_degenerate(answer, task.prompt):
             return RewardResult(total=0.0, components={self.name: 0.0},
@@ -80,4 +89,15 @@ class RubricJudge(Grader):
         judge = ctx.judges.get(self.judge)
         if judge is None:
             return RewardResult(status="infra_error", details={"note": NO_JUDGE})
+        if self.group_mode(ctx):
+            return (await self.grade_group(task, [submission], ctx))[0]
         return await judge.score(task, answer, self.rubric, self.reference)
+
+    async def grade_group(self, task: Task, submissions: list[Submission], ctx: GradeContext,
+                          seed: int | str = 0) -> list[RewardResult]:
+        """The answers of `submissions` judged against each other (`Judge.score_group`: one call per sample, their
+        order shuffled per call from `seed`), one result each, in order; details say `group_size`. Only for a
+        group-mode judge (`group_mode`). A failed verdict is `infra_error` for every answer the judge was shown."""
+        results = await ctx.judges[self.judge].score_group(task, [s.for_judge for s in submissions], self.rubric,
+                                                           self.reference, seed=seed)
+        return [r.model_copy(update={"details": {**r.details, "group_size": len(submissions)}}) for r in results]

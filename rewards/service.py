@@ -7,6 +7,10 @@ training cluster and a judge outage cannot take training down.
 
 A worker that dies mid-call is restarted by Ray; the call is retried on another worker and counted
 (`stats["worker_failures"]`). After `retries` failed attempts the result is `infra_error`: never a score.
+
+The judges' budgets and rate limits belong to the run, not to a worker: `RewardService` starts one ledger actor
+(`rlaif_rewards.ledger`) that every worker's judges ask before each call, and that outlives worker restarts. A
+judge's budget running out is not a failed grade: `grade` raises `BudgetExhausted`, and the trainer stops.
 """
 
 from __future__ import annotations
@@ -21,13 +25,15 @@ from rlaif.core.config import Config
 from rlaif.env import GradeContext, Submission
 from rlaif.registry import load_environment
 from rlaif.types import RewardResult, Task
+from rlaif_rewards.cost import BudgetExhausted
 
 
 class Rewarder:
-    """Grades submissions of one environment. `start()` before use, `close()` after."""
+    """Grades submissions of one environment. `start()` before use, `close()` after. `ledger`: the run's judge
+    ledger (a `RemoteLedger`); by default this rewarder's judges share one of their own."""
 
-    def __init__(self, config: Config, run_id: str = "reward") -> None:
-        self.config, self.run_id = config, run_id
+    def __init__(self, config: Config, run_id: str = "reward", ledger: Any = None) -> None:
+        self.config, self.run_id, self.ledger = config, run_id, ledger
         self.env = load_environment(config.env.name, config.env.args)
         self.ctx: GradeContext | None = None
         self._pools = None
@@ -35,9 +41,11 @@ class Rewarder:
     async def start(self) -> None:
         from rlaif.sandbox.pool import SandboxPools
         from rlaif_rewards.judge import Judge
+        from rlaif_rewards.ledger import JudgeLedger
 
         self._pools = await SandboxPools.from_config(self.config.sandbox, run_id=self.run_id).__aenter__()
-        judges = {j.name: Judge(j) for j in self.config.reward.judges}
+        ledger = self.ledger or JudgeLedger(self.config.reward.judges)
+        judges = {j.name: Judge(j, ledger=ledger) for j in self.config.reward.judges}
         self.ctx = GradeContext(self._pools, judges, self.config.reward.components)
 
     async def grade(self, task: Task, submission: Submission) -> RewardResult:
@@ -67,15 +75,20 @@ class RewardService:
     """
 
     def __init__(self, config: Config, workers: int = 2, num_cpus: float = 0.5, retries: int = 2,
-                 resources: dict[str, float] | None = None, restart_timeout_s: float = 600.0) -> None:
+                 resources: dict[str, float] | None = None, restart_timeout_s: float = 600.0,
+                 spend_path: str | None = None) -> None:
+        """`spend_path`: where the ledger keeps the judges' spend across restarts (the run's `judge_spend.json`)."""
         import ray
+
+        from rlaif_rewards.ledger import RemoteLedger, start_ledger_actor
 
         actor = ray.remote(Rewarder).options(num_cpus=num_cpus, resources=resources or {}, max_restarts=-1,
                                              max_task_retries=0, max_concurrency=1000)
         self.retries, self.restart_timeout_s = retries, restart_timeout_s
         self.stats: Counter[str] = Counter()
+        self.ledger = RemoteLedger(start_ledger_actor(config.reward.judges, spend_path))
         self.rotation: WorkerRotation[Any] = WorkerRotation(
-            (actor.remote(config, f"reward-{i}") for i in range(workers)), name="reward worker",
+            (actor.remote(config, f"reward-{i}", self.ledger) for i in range(workers)), name="reward worker",
             revive=lambda i: self.actors[i].ping.remote(), wait_s=restart_timeout_s, on_event=self._on_event)
 
     @property
@@ -100,6 +113,8 @@ class RewardService:
                 error = str(err)
                 break
             except RayTaskError as err:  # failed inside the worker
+                if isinstance(err.cause, BudgetExhausted):
+                    raise err.cause from None
                 self.stats["worker_failures"] += 1
                 error = type(err).__name__
                 continue
@@ -121,5 +136,5 @@ class RewardService:
 
         await self.rotation.close()
         await asyncio.gather(*(a.close.remote() for a in self.actors), return_exceptions=True)
-        for actor in self.actors:
+        for actor in [*self.actors, self.ledger.actor]:
             ray.kill(actor)

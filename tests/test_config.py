@@ -37,6 +37,17 @@ def test_misspelt_key_names_the_closest_valid_key(tmp_path):
         load_config(bad)
 
 
+def test_overrides_reach_items_of_a_list_by_position_or_by_name(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: {path: m}\nreward:\n  judges:\n    - {name: a, budget_usd: 1}\n    - {name: b}\n")
+    config = load_config(path, ["reward.judges.0.budget_usd=2.5", "reward.judges.b.samples=3"])
+    assert [j.budget_usd for j in config.reward.judges] == [2.5, None]
+    assert [j.samples for j in config.reward.judges] == [1, 3]
+    for bad in ("reward.judges.2.samples=3", "reward.judges.c.samples=3"):
+        with pytest.raises(ConfigError, match=r"reward.judges has 2 item\(s\) \(a, b\); name one by position 0..1"):
+            load_config(path, [bad])
+
+
 def test_config_show_with_a_typo_exits_nonzero_with_one_line(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  path: m\nrollout:\n  temprature: 0.7\n")

@@ -432,7 +432,7 @@ def test_spend_budget_checks_before_and_charges_in_flight_calls():
         budget.check()
     message = str(info.value)
     assert isinstance(info.value, RlaifError)
-    assert "spent 0.0120 of budget 0.0100 USD" in message and "judge.budget_usd" in message
+    assert "spent 0.0120 of budget 0.0100 USD" in message and "raise the judge's budget_usd" in message
     assert "\n" not in message
     with pytest.raises(ValueError):
         budget.charge(-1.0)

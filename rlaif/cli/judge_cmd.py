@@ -1,4 +1,5 @@
-"""`rlaif judge score|check`: re-score stored answers with any judge; measure a judge with canaries."""
+"""`rlaif judge score|check|calibrate`: re-score stored answers with any judge; measure a judge with canaries, or
+against the truth of unit tests."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from rlaif.cli.progress import progress_bar, render
 from rlaif.core.jsonl import read_jsonl
 from rlaif.errors import RlaifError
 
-app = typer.Typer(help="Score answers with a judge; check a judge with canaries.", no_args_is_help=True)
+app = typer.Typer(help="Score answers with a judge; check it with canaries, or calibrate it against unit tests.",
+                  no_args_is_help=True)
 
 
 def load_judge(config_path: Path, name: str | None):
@@ -141,3 +143,51 @@ def check(
                           str(row["scored"]), str(row["failed_verdicts"]))
         typer.echo(render(table))
     raise typer.Exit(1 if misses else 0)
+
+
+@app.command("calibrate")
+def calibrate(
+    config: Path = typer.Argument(..., metavar="CONFIG", help="Config file with reward.judges (and sandbox)."),
+    env_name: str = typer.Option(..., "--env", help="pyfunc or repo_repair: whose unit tests give the truth."),
+    run_dir: Path = typer.Option(None, "--from", help="Also judge the policy samples of this run's trajectories."),
+    judge_name: str = typer.Option(None, "--judge", help="Which judge of the config (default: the first)."),
+    limit: int = typer.Option(10, min=1, help="Tasks to build answers from; also the most samples read."),
+    out: Path = typer.Option(None, "--out", help="Write the per-answer rows here as JSONL."),
+) -> None:
+    """Precision, recall and false-pass rate of a judge's pass verdicts against unit tests, with 95% intervals.
+
+    Answers: the tasks' references, broken variants of them, `--from` samples, and (reported apart) answers
+    known to fool judges. Prints one JSON object; a table goes to stderr."""
+    from rlaif.cli.progress import stderr
+    from rlaif_rewards import calibrate as cal
+
+    judge = load_judge(config, judge_name)  # validates the whole file: a bad one is its one-line error
+    env, sandbox = cal.setting(config, env_name)
+    answers, skipped = cal.answer_set(env, limit, run_dir)
+    with progress_bar(f"calibrating on {env.name}", len(answers)) as advance:
+        rows = asyncio.run(cal.run_all(env, judge, answers, sandbox, advance))
+    if out:
+        cal.write_rows(out, rows)
+    result = cal.report(rows, judge, env.name, skipped)
+    stderr.print(calibration_table(result))
+    typer.echo(json.dumps(result))
+
+
+def calibration_table(result: dict) -> Table:
+    """The report's figures, one row each, for people."""
+    table = Table("figure", "value", "95% CI", "counts", title=f"judge {result['model']} on {result['env']}")
+
+    def add(name: str, figure: dict) -> None:
+        low_high = "-" if figure["ci95"] is None else f"{figure['ci95'][0]:.2f}-{figure['ci95'][1]:.2f}"
+        value = "-" if figure["value"] is None else f"{figure['value']:.2f}"
+        table.add_row(name, value, low_high, f"{figure['successes']}/{figure['trials']}")
+
+    for name in ("precision", "recall", "false_pass_rate"):
+        add(name, result[name])
+    for kind, figures in result["fooling"].items():
+        add(f"fooled by {kind}", figures["pass_rate"])
+    cost = result["cost_per_verdict"]
+    table.add_row("cost per verdict", "-" if cost is None else f"${cost:.6f}", "",
+                  f"{result['priced_verdicts']} judge verdicts")
+    table.add_row("failed verdicts", str(result["failed_verdicts"]), "", f"of {result['verdicts']}")
+    return table

@@ -399,13 +399,27 @@ def _apply_override(data: dict[str, Any], item: str) -> None:
     except yaml.YAMLError:
         value = raw
     *parents, leaf = key.split(".")
-    node = data
+    node: Any = data
     for i, part in enumerate(parents):
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
+        child = (node[_list_index(node, part, item, ".".join(parents[:i]))] if isinstance(node, list)
+                 else node.setdefault(part, {}))
+        if not isinstance(child, dict | list):
             raise ConfigError(f"override {item!r}: {'.'.join(parents[: i + 1])} is a value, not a section")
         node = child
-    node[leaf] = value
+    node[_list_index(node, leaf, item, ".".join(parents)) if isinstance(node, list) else leaf] = value
+
+
+def _list_index(items: list[Any], part: str, item: str, where: str) -> int:
+    """The item of a config list an override names: by position (`reward.judges.0`) or by its `name`
+    (`reward.judges.default`)."""
+    if part.isdigit() and int(part) < len(items):
+        return int(part)
+    named = [i for i, x in enumerate(items) if isinstance(x, dict) and x.get("name", "default") == part]
+    if len(named) == 1 and not part.isdigit():
+        return named[0]
+    names = [str(x.get("name", "default")) for x in items if isinstance(x, dict)]
+    raise ConfigError(f"override {item!r}: {where} has {len(items)} item(s) ({', '.join(names) or 'unnamed'}); "
+                      f"name one by position 0..{len(items) - 1} or by name")
 
 
 def _explain(errors: list[ErrorDetails]) -> str:

@@ -12,6 +12,7 @@ import asyncio
 import math
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from rlaif.cluster.fleet import Fleet
@@ -26,8 +27,9 @@ from rlaif.train.metrics import merge_ranks
 class RunActors:
     """Build empty, then `await start(...)`; `close()` releases whatever was started, even after a failed start."""
 
-    def __init__(self, config: Config) -> None:
-        self.config = config
+    def __init__(self, config: Config, spend_path: Path | None = None) -> None:
+        """`spend_path`: the run's judge spend file (`rlaif_rewards.ledger`)."""
+        self.config, self.spend_path = config, spend_path
         self.learners: list[Any] = []
         self.fleet: Fleet | None = None
         self.reward: Any = None
@@ -95,7 +97,8 @@ class RunActors:
             probe_tolerance=t.probe_tolerance or (0.2 if self.config.model.dtype == "bfloat16" else 0.02),
             sync_timeout_s=t.weight_sync_timeout_s)
         self.reward = RewardService(self.config, workers=t.reward_workers, num_cpus=t.reward_cpus,
-                                    restart_timeout_s=t.worker_restart_timeout_s, resources=t.reward_resources)
+                                    restart_timeout_s=t.worker_restart_timeout_s, resources=t.reward_resources,
+                                    spend_path=str(self.spend_path) if self.spend_path else None)
         await asyncio.gather(self.fleet.start(), self.reward.start())
 
     async def learn(self, samples: list[Sample]) -> dict[str, float]:

@@ -18,7 +18,9 @@ repeats nothing.
 
 The actors (learners, rollout fleet, reward service) are `rlaif.train.actors`'; a finished group's drop
 reasons are `rlaif.train.groups`', its samples `rlaif.train.samples`', a step's figures `rlaif.train.metrics`'.
-A learner that dies ends the run with the command that resumes it.
+A learner that dies ends the run with the command that resumes it. A judge whose run-wide budget ran out
+(`rlaif_rewards.ledger`) ends it too, after a checkpoint: the groups it left ungraded are tasks to generate
+again, so a resume with a raised budget loses and repeats nothing.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from rlaif.train.metrics import batch_metrics
 from rlaif.train.rundir import RunDir
 from rlaif.train.samples import build_samples
 from rlaif.types import Task, Trajectory
+from rlaif_rewards.cost import BudgetExhausted
 
 
 @dataclass
@@ -93,7 +96,7 @@ class Trainer:
         self.changed = asyncio.Event()
         self.episode_slots = asyncio.Semaphore(config.train.episode_concurrency)
         self.step_stats: Counter[str] = Counter()
-        self.actors = RunActors(config)
+        self.actors = RunActors(config, spend_path=run.path / "judge_spend.json")
 
     # ---- the data stream -------------------------------------------------------------------------------
     def task_at(self, index: int) -> Task:
@@ -152,6 +155,12 @@ class Trainer:
             group: ScoredGroup | None = await self._generate_group(index)
         except asyncio.CancelledError:
             raise
+        except BudgetExhausted as err:  # not the group's failure: it is generated again once the budget allows
+            del self.inflight[index]
+            self.state.requeue.append(index)
+            self.failure = self.failure or err
+            self.changed.set()
+            return
         except Exception as err:  # an actor died or raised: the group is lost to infrastructure, not a score
             group, reason, error = None, "infra_error", f"{type(err).__name__}: {err}"[:300]
             rows = [{"group_index": index, "dropped": reason, "error": repr(err)[:500]}]
@@ -202,7 +211,7 @@ class Trainer:
                 traj.timings["reward"] = time.monotonic() - started
             return traj
 
-        trajectories = await asyncio.gather(*(episode(j) for j in range(n)))
+        trajectories = await _all_or_none([episode(j) for j in range(n)])
         return ScoredGroup(index, min([version, *(t.weight_version for t in trajectories)]), list(trajectories))
 
     # ---- training -----------------------------------------------------------------------------------------
@@ -284,6 +293,9 @@ class Trainer:
                 metrics.update({f"dropped_total/{k}": v for k, v in self.state.dropped.items()})
                 metrics.update({f"lost_total/{k}": v for k, v in self.state.lost.items()})
                 metrics.update({f"reward_service/{k}": v for k, v in self.actors.reward.stats.items()})
+                for judge, spend in (await self.actors.reward.ledger.spend()).items():
+                    metrics.update({f"judge/{judge}/spent_usd": spend["spent_usd"],
+                                    f"judge/{judge}/calls": spend["calls"]})
                 metrics.update(self.step_stats)
                 self.step_stats.clear()
                 self.state.samples += episodes
@@ -297,6 +309,13 @@ class Trainer:
                 every = self.config.train.checkpoint_every
                 if last or (every and self.state.step % every == 0):
                     await self.save_checkpoint()
+        except BudgetExhausted as err:
+            admit.cancel()
+            await self.save_checkpoint()
+            key = f"reward.judges.{err.judge}.budget_usd" if err.judge else "the judge's budget_usd"
+            raise RlaifError(f"{str(err).partition(';')[0]}; the run stopped at step {self.state.step} with a "
+                             f"checkpoint: raise the budget and continue with `rlaif train --resume "
+                             f"{self.rundir.path} {key}=MORE`") from None
         except Exception as err:
             # Rollout and reward workers that die are the fleet's and the reward service's to handle; a lost
             # actor that gets here is a learner, which holds the only copy of the weights and optimizer.
@@ -355,6 +374,18 @@ class Trainer:
                             dropped=Counter(data["dropped"]), lost=Counter(data.get("lost", {})),
                             samples=data["samples"])
         self.rundir.truncate(data["offsets"])
+
+
+async def _all_or_none(coros: list[Any]) -> list[Any]:
+    """`asyncio.gather`, except that the first failure cancels the others (a lost group's episodes stop)."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 async def train_async(config: Config, *, run_root: str | None = None, resume: str | Path | None = None,
