@@ -117,6 +117,7 @@ async def grade_group(env: Environment, task: Task, submissions: list[Submission
 
     everyone = list(range(len(submissions)))
     await run([(g, everyone) for g in graders if g.gate is None])
+
     def passed(g: Grader, i: int) -> bool:
         return g.gate in results[i] and (results[i][g.gate].total or 0.0) >= g.gate_threshold
 

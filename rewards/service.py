@@ -55,6 +55,14 @@ class Rewarder:
             await self.start()
         return await grade(self.env, task, submission, self.ctx)
 
+    async def grade_group(self, task: Task, submissions: list[Submission], seed: int | str = 0) -> list[RewardResult]:
+        """A finished GRPO group's rewards, group-mode judges judging across it (`components.grade_group`)."""
+        from rlaif_rewards.components import grade_group
+
+        if self.ctx is None:
+            await self.start()
+        return await grade_group(self.env, task, submissions, self.ctx, seed)
+
     async def ping(self) -> bool:
         return True
 
@@ -101,14 +109,23 @@ class RewardService:
     async def grade(self, task: Task, submission: Submission) -> RewardResult:
         """Grade on a worker in rotation. A call lost with its worker goes to another (waiting, while none is
         in rotation, up to `restart_timeout_s`) without spending a retry; `retries` bounds calls that failed
-        inside a worker."""
+        inside a worker. A judge's budget running out raises `BudgetExhausted`."""
+        return (await self._on_a_worker(lambda a: a.grade.remote(task, submission), 1))[0]
+
+    async def grade_group(self, task: Task, submissions: list[Submission], seed: int | str = 0) -> list[RewardResult]:
+        """A finished group's rewards, graded together on one worker (`Rewarder.grade_group`), as `grade` does."""
+        return await self._on_a_worker(lambda a: a.grade_group.remote(task, submissions, seed), len(submissions))
+
+    async def _on_a_worker(self, call: Any, n: int) -> list[RewardResult]:
+        """`n` rewards from `call(actor)` (one, or a group's), retried as `grade` says; infra_error for all when it
+        keeps failing."""
         from ray.exceptions import RayTaskError
 
         error = ""
         deadline = time.monotonic() + self.restart_timeout_s
         for _ in range(self.retries + 1):
             try:
-                result = await self.rotation.call(lambda a: a.grade.remote(task, submission), deadline=deadline)
+                result = await self.rotation.call(call, deadline=deadline)
             except NoWorkerInService as err:
                 error = str(err)
                 break
@@ -118,10 +135,10 @@ class RewardService:
                 self.stats["worker_failures"] += 1
                 error = type(err).__name__
                 continue
-            self.stats["graded"] += 1
-            return result
-        self.stats["failed"] += 1
-        return RewardResult(status="infra_error", details={"error": f"reward workers failed: {error}"})
+            self.stats["graded"] += n
+            return result if isinstance(result, list) else [result]
+        self.stats["failed"] += n
+        return [RewardResult(status="infra_error", details={"error": f"reward workers failed: {error}"})] * n
 
     def _on_event(self, event: Event, i: int) -> None:
         if event == "call_lost":

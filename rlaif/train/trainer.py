@@ -9,7 +9,9 @@ learner trains, the weights go out, and only then does generation resume. `async
 with training. A group whose staleness still exceeds the bound when drawn (refills reorder things) is
 dropped and counted.
 
-Groups are dropped, never trained on, when any episode or reward hit an infrastructure failure
+A group whose reward has a `group`-mode judge is graded once all its episodes have finished, in one call that
+judges its answers against each other (`rlaif_rewards.components.grade_group`); other groups are graded episode by
+episode as each finishes. Groups are dropped, never trained on, when any episode or reward hit an infrastructure failure
 (`infra_error`), or, with dynamic sampling, when all rewards are equal (no signal); drops are refilled with
 new tasks and counted by reason. Every scored trajectory is handed to the run directory before it is used, and is
 on disk before any checkpoint that covers it is complete (the run directory's writer thread does the disk work, so
@@ -39,6 +41,7 @@ from typing import Any
 
 from rlaif.cluster.actors import actor_lost
 from rlaif.core.config import Config, dump_config
+from rlaif.env import Submission
 from rlaif.errors import RlaifError
 from rlaif.registry import load_environment
 from rlaif.train import checkpoint
@@ -48,6 +51,7 @@ from rlaif.train.metrics import batch_metrics
 from rlaif.train.rundir import RunDir
 from rlaif.train.samples import build_samples
 from rlaif.types import Task, Trajectory
+from rlaif_rewards.components import group_judged
 from rlaif_rewards.cost import BudgetExhausted
 
 
@@ -202,16 +206,25 @@ class Trainer:
         version = self.engine_version
         group_id = f"{task.id}@{index}"
 
-        async def episode(j: int) -> Trajectory:
+        together = group_judged([*self.env.graders(task), *self.config.reward.components], self.config.reward.judges)
+
+        async def episode(j: int) -> tuple[Trajectory, Submission | None]:
             async with self.episode_slots:
                 traj, submission = await self.actors.fleet.rollout(index, task, group_id)
-            if submission is not None:
+            if submission is not None and not together:
                 started = time.monotonic()
                 traj.reward = await self.actors.reward.grade(task, submission)
                 traj.timings["reward"] = time.monotonic() - started
-            return traj
+            return traj, submission
 
-        trajectories = await _all_or_none([episode(j) for j in range(n)])
+        episodes = await _all_or_none([episode(j) for j in range(n)])
+        trajectories = [traj for traj, _ in episodes]
+        submissions = [submission for _, submission in episodes]
+        if together and None not in submissions:  # else an episode failed: the group is dropped as infra_error
+            started = time.monotonic()
+            rewards = await self.actors.reward.grade_group(task, submissions, group_id)
+            for traj, reward in zip(trajectories, rewards, strict=True):
+                traj.reward, traj.timings["reward"] = reward, time.monotonic() - started
         return ScoredGroup(index, min([version, *(t.weight_version for t in trajectories)]), list(trajectories))
 
     # ---- training -----------------------------------------------------------------------------------------
