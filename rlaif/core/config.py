@@ -250,11 +250,11 @@ class JudgeConfig(Section):
     weight: float = Field(default=1.0, ge=0)
     """Weight of the judge component in a task's reward."""
     concurrency: int = Field(default=16, ge=1)
-    """Judge calls in flight at once."""
+    """Judge calls in flight at once, across the run's reward workers."""
     rpm: float | None = Field(default=None, gt=0)
-    """Requests per minute allowed (None: unlimited)."""
+    """Requests per minute allowed, across the run's reward workers (None: unlimited)."""
     tpm: float | None = Field(default=None, gt=0)
-    """Tokens per minute allowed (None: unlimited)."""
+    """Tokens per minute allowed, across the run's reward workers (None: unlimited)."""
     retries: int = Field(default=4, ge=0)
     """Retries after a 429, a 5xx, a timeout or an unparseable verdict; then the verdict is infra_error."""
     timeout_s: float = Field(default=60.0, gt=0)
@@ -266,7 +266,8 @@ class JudgeConfig(Section):
     output_usd_per_mtok: float = Field(default=0.0, ge=0)
     """Price of a million output tokens."""
     budget_usd: float | None = Field(default=None, gt=0)
-    """Spend limit across the run; reaching it stops judge calls and ends the run cleanly."""
+    """Spend limit of the whole run, all reward workers together, never overrun (`rlaif_rewards.ledger`); reaching it
+    checkpoints the run and ends it with one line (raise it and `rlaif train --resume`)."""
     cache: str | None = "runs/judge-cache.sqlite"
     """SQLite file of cached verdicts, shared across runs (None: in memory only)."""
     rubric: str | None = None
