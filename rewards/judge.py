@@ -61,7 +61,7 @@ class Judge:
 
     # ---- group-relative --------------------------------------------------------------------------------
     async def score_group(self, task: Task, answers: list[str], rubric: Rubric | None = None,
-                          reference: str | None = None, seed: int = 0) -> list[RewardResult]:
+                          reference: str | None = None, seed: int | str = 0) -> list[RewardResult]:
         """All answers of a group in one call per sample, order shuffled per call; one result per answer."""
         live = [i for i, a in enumerate(answers) if not is_degenerate(a, task.prompt)]
         results: list[RewardResult | None] = [None] * len(answers)

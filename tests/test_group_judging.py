@@ -174,3 +174,25 @@ def test_group_judged_says_whether_a_judge_component_uses_a_group_mode_judge():
     assert group_judged(ENV.graders(TASK), [JudgeConfig(name="default", mode="group")]), "environments' judges count"
     as_in_context = {"default": SimpleNamespace(config=JudgeConfig(mode="group"))}  # a Judge's config, by name
     assert group_judged(ENV.graders(TASK), as_in_context)
+
+
+@pytest.mark.vllm
+@PROTOCOLS
+def test_a_real_vllm_judge_judges_a_group_in_one_call(vllm_server, protocol, monkeypatch):
+    """The tiny model on a real vLLM server: through the openai SDK, structured outputs force the group verdict's
+    form, so one call scores all four answers; through the anthropic SDK nothing forces it, the verdict does not
+    parse, and the whole group is infra_error (each retry one call for the whole group, never per answer)."""
+    item = r'\{"id": "A%d", "score": (0|1|0\.[0-9]), "reason": "[a-z ]{1,12}"\}'
+    regex = r'\{"scores": \[' + ", ".join(item % (i + 1) for i in range(4)) + r"\]\}"
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", vllm_server)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-local")
+    endpoint = f"openai:{vllm_server}/v1:tiny" if protocol == "openai" else "anthropic:tiny"
+    j = Judge(JudgeConfig(endpoint=endpoint, mode="group", cache=None, retries=1, backoff_s=0.01, max_tokens=160,
+                          extra_body={"structured_outputs": {"regex": regex}} if protocol == "openai" else None))
+    results = graded([j], lambda ctx: grade_group(ENV, TASK, [submission(a) for a in ANSWERS[:4]], ctx, seed="g@1"))
+    if protocol == "openai":
+        assert j.stats["calls"] == 1 and [r.status for r in results] == ["ok"] * 4
+        assert all(0.0 <= r.components["judge"] <= 1.0 and r.details["judge"]["group_size"] == 4 for r in results)
+    else:
+        assert j.stats["calls"] == 2 and [r.status for r in results] == ["infra_error"] * 4
+        assert all("group verdict" in r.details["judge"]["group"] for r in results)

@@ -47,9 +47,12 @@ class _Actors:
         self.learners = [learner]
         self.learner = learner
         self.fleet = SimpleNamespace(sync=self._sync)
-        self.reward = SimpleNamespace(stats={})
+        self.reward = SimpleNamespace(stats={}, ledger=SimpleNamespace(spend=self._spend))
         self.updates: list[int] = []
         self.syncs = 0
+
+    async def _spend(self) -> dict[str, dict]:
+        return {}
 
     async def _sync(self, version: int) -> None:
         self.syncs += 1
