@@ -74,8 +74,9 @@ def test_a_missing_image_is_an_infra_error_naming_the_image_and_the_run_goes_on(
 
     broken, fine = asyncio.run(go())
     assert broken.reward.status == "infra_error" and broken.reward.total is None
-    assert broken.infra_error() == ("grading: image rlaif/no-such-image:1 does not exist; build it with "
-                                   "`rlaif sandbox build`")
+    assert broken.infra_error() == ("grading: image rlaif/no-such-image:1 is not in the Docker engine; build it "
+                                   "(`docker build -t rlaif/no-such-image:1 ...` FROM rlaif/base:latest) or tag one "
+                                   "as it (`docker tag IMAGE rlaif/no-such-image:1`)")
     assert fine.reward.total == 1.0
     summary = summarize([broken, fine], 1)
     assert summary["graded"] == 1 and summary["pass@1"] == 1.0 and sum(summary["skipped"].values()) == 1

@@ -219,7 +219,7 @@ def test_an_unreachable_teacher_fails_attempts_and_stops_never_rejects(docker_en
     done = _collect(out, "pyfunc", "--teacher", f"openai:http://127.0.0.1:{port}/v1:x", "--limit", "2")
     assert done.returncode != 0
     error = done.stderr.strip().splitlines()[-1]  # after the progress bar
-    assert error.startswith("error: the first 2 attempts all failed") and "Connection error" in error
+    assert error.startswith("error: every attempt failed on infrastructure (2 of 2)") and "Connection error" in error
     assert [line["status"] for line in _lines(out / "attempts.jsonl")] == ["failed", "failed"]
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["failed"], summary["rejected"], summary["kept"]) == (2, 0, 0)

@@ -28,12 +28,13 @@ from rlaif_rewards.components import grade
 pytestmark = [pytest.mark.vllm, pytest.mark.docker]
 
 
-def _eval(tmp_path, policy: str, *args: str, env: dict | None = None) -> tuple[subprocess.CompletedProcess, dict, list]:
+def _eval(tmp_path, policy: str, *args: str, env: dict | None = None,
+          returncode: int = 0) -> tuple[subprocess.CompletedProcess, dict, list]:
     out = tmp_path / "out"
     done = subprocess.run([sys.executable, "-m", "rlaif.cli", "eval", *args, "--policy", policy, "--out", str(out),
                            "--max-tokens", "24", "--concurrency", "4"],
                           capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == returncode, done.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     lines = (out / "trajectories.jsonl").read_text().splitlines()
     trajectories = [Trajectory.model_validate_json(line) for line in lines]
@@ -91,7 +92,9 @@ def test_a_down_endpoint_is_counted_as_skipped_never_scored(base_image, tmp_path
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
-    _, summary, trajectories = _eval(tmp_path, f"openai:http://127.0.0.1:{port}/v1:tiny", "pyfunc", "--limit", "2")
+    done, summary, trajectories = _eval(tmp_path, f"openai:http://127.0.0.1:{port}/v1:tiny", "pyfunc", "--limit", "2",
+                                        returncode=2)  # nothing graded: an error, after the summary is written
+    assert done.stderr.strip().splitlines()[-1].startswith("error: every episode failed on infrastructure (2 of 2)")
     assert summary["graded"] == 0 and summary["pass@1"] is None
     assert summary["skipped"] == {
         f"episode: policy endpoint http://127.0.0.1:{port}/v1 failed: APIConnectionError: Connection error.": 2}

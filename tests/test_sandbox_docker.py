@@ -246,8 +246,9 @@ def test_exec_on_a_dead_sandbox_is_infra_error_not_a_score(loop, base_image):
 
 
 def test_missing_image_is_a_clear_error_and_pulls_nothing(loop, docker_engine):
-    with pytest.raises(SandboxError, match="image rlaif/none:1 does not exist; build it with `rlaif sandbox build`"):
-        loop.run_until_complete(DockerSandbox.start("rlaif/none:1", LIMITS, run_id=RUN_ID))
+    with pytest.raises(SandboxError, match="image rlaif/base:none is not in the Docker engine; build it with `rlaif "
+                       "sandbox build`"):
+        loop.run_until_complete(DockerSandbox.start("rlaif/base:none", LIMITS, run_id=RUN_ID))
     assert not sandbox_containers(run=RUN_ID, sandbox="x")
 
 

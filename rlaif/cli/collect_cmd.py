@@ -36,11 +36,14 @@ def collect_command(
     concurrency: int = typer.Option(8, help="Episodes at once."),
     backend: str = typer.Option("docker", help="Sandbox backend: docker or local."),
     config: str = typer.Option(None, "--config", help="Config file whose reward.judges judged graders use."),
+    max_skipped: float = typer.Option(1.0, min=0.0, max=1.0, help="Fail when a larger share of this run's attempts "
+                                      "failed on infrastructure (1.0: only when all did)."),
 ) -> None:
     """Run a teacher on an environment's tasks, grade every trajectory, keep those that pass (resumable)."""
     from rlaif.distill.collect import Collector, Elicitation, Teacher, summary
     from rlaif.distill.dataset import CollectionDir
     from rlaif.distill.elicit import read_system_prompts
+    from rlaif.eval.evaluation import check_skipped, infra_fix
     from rlaif.policies.endpoints import Sampling
     from rlaif.registry import load_environment
     from rlaif_rewards.cost import Price
@@ -84,6 +87,10 @@ def collect_command(
     typer.echo(render(table))
     if outcome.stopped:
         typer.echo(f"stopped: {outcome.stopped}; {outcome.not_started} attempts not started (run again to go on)")
-    if outcome.infra_stop:
-        raise RlaifError(outcome.stopped)
+    # An early stop fails the run: the attempts it judged by (all failed) are the total.
+    total = sum(outcome.failures.values()) if outcome.infra_stop else sum(outcome.counts.values())
+    note = check_skipped(outcome.failures, total, max_skipped, infra_fix(next(iter(outcome.failures), ""), "--teacher"),
+                         noun="attempt")
+    if note:
+        typer.echo(note)
     typer.echo(f"dataset in {out / 'train.jsonl'}, ledger and summary beside it")

@@ -79,8 +79,10 @@ def check(
     pass_threshold: float = typer.Option(1.0, help="Reward a reference must reach (judges rarely give exactly 1)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Every task's reference earns full reward and an empty answer earns none; exit 1 otherwise."""
+    """Every task's reference earns full reward and an empty answer earns none; exit 1 otherwise, and 2 with one
+    line when every answer failed on infrastructure (nothing was checked)."""
     from rlaif.eval.envcheck import check_environment
+    from rlaif.eval.evaluation import check_skipped, infra_fix
     from rlaif.registry import load_environment
 
     env = load_environment(name, {"data": data} if data else {})
@@ -103,4 +105,8 @@ def check(
             typer.echo(f"FAIL {failure['task']} ({failure['answer']}): {failure['problem']}  {failure['detail']}")
         for note in report["notes"]:
             typer.echo(f"note: {note}")
+    infra = report["infra_skipped"]
+    note = check_skipped(infra, 2 * len(tasks), 1.0, infra_fix(next(iter(infra), "")), noun="answer")
+    if note and not as_json:
+        typer.echo(note)
     raise typer.Exit(1 if report["failures"] else 0)

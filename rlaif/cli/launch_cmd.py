@@ -29,7 +29,11 @@ def launch_command(
     resume: Path = typer.Option(None, "--resume", help="Continue this run directory (an absolute path on the "
                                                         "cluster) from its last checkpoint."),
 ) -> None:
-    """Submit `rlaif train` to a Ray cluster through its Job API; watch, read or stop a submitted job."""
+    """Submit `rlaif train` to a Ray cluster through its Job API; watch, read or stop a submitted job.
+
+    Before anything reaches (or starts) a cluster, the preflight checks the config (`rlaif.cli.preflight`): all of it
+    for a cluster on this machine, what does not depend on the cluster's machines for a remote one."""
+    from rlaif.cli.preflight import preflight
     from rlaif.cluster import jobs
 
     args = list(args or [])
@@ -41,11 +45,15 @@ def launch_command(
     if resume is not None:
         if args and "=" not in args[0]:
             raise RlaifError("--resume takes its config from the run directory; pass only KEY=VALUE overrides")
-        submitted = jobs.submit(None, args, address=address, resume=resume)
+        config_path, overrides = None, args
     else:
         if not args or "=" in args[0]:
             raise RlaifError("no config file: run `rlaif launch CONFIG [KEY=VALUE ...]`, e.g. examples/cpu-tiny.yaml")
-        submitted = jobs.submit(args[0], args[1:], address=address)
+        config_path, overrides = args[0], args[1:]
+    local = address is None or jobs.is_local(address)
+    config, _ = jobs.prepare(config_path, overrides, local=local, resume=resume)
+    preflight(config, run_dir=resume, here=local)
+    submitted = jobs.submit(config_path, overrides, address=address, resume=resume)
     typer.echo(submitted.job_id)
     where = "" if address is None else f" --address {submitted.address}"
     typer.secho(f"submitted to {submitted.address}; runs under {submitted.run_root}\n"

@@ -28,7 +28,13 @@ def sft_command(
     dtype: str = typer.Option("auto", help="float32 or bfloat16 (mixed precision, GPU only); auto: bfloat16 on a "
                                            "GPU that supports it, else float32."),
 ) -> None:
-    """Fine-tune the student on teacher conversations, assistant tokens only; writes a plain model directory."""
+    """Fine-tune the student on teacher conversations, assistant tokens only; writes a plain model directory.
+
+    A preflight checks the student (its chat template renders) and that the output folder takes its weights first."""
+    from rlaif.cli.preflight import sft_preflight
+
+    out = out or Path("runs") / f"sft-{time.strftime('%Y%m%d-%H%M%S')}"
+    sft_preflight(model, out)
     import datasets
     import huggingface_hub
 
@@ -41,7 +47,6 @@ def sft_command(
     datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # a file it cannot parse is our one-line error
     options = SFTOptions(epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum, max_length=max_length,
                          lora_rank=lora_rank, lora_alpha=lora_alpha, seed=seed, min_reward=min_reward, dtype=dtype)
-    out = out or Path("runs") / f"sft-{time.strftime('%Y%m%d-%H%M%S')}"
     # Started at the first step, so that an input error is the only line on stderr.
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TextColumn("{task.fields[status]}"), console=stderr)

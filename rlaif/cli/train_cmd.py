@@ -20,10 +20,15 @@ def train_command(
                                      help="A config file, then overrides such as learner.steps=50."),
     resume: Path = typer.Option(None, "--resume", help="Continue this run directory from its last checkpoint "
                                                         "(its config.yaml is the config; overrides still apply)."),
+    check: bool = typer.Option(False, "--check", help="Only run the preflight (model, environment, sandbox, judges, "
+                                                      "run root) and print what it verified; start and write nothing."),
+    probe: bool = typer.Option(False, "--probe", help="In the preflight, also make one real call to each judge."),
 ) -> None:
-    """Train the student with GRPO: rollout workers, reward service and learner on Ray."""
+    """Train the student with GRPO: rollout workers, reward service and learner on Ray.
+
+    A preflight runs first, in this process, before Ray or anything else starts (`rlaif.cli.preflight`)."""
+    from rlaif.cli.preflight import preflight
     from rlaif.core.config import load_config
-    from rlaif.train.trainer import train
 
     args = list(args or [])
     if resume is not None:
@@ -37,6 +42,12 @@ def train_command(
     else:
         config_path = args.pop(0)
     config = load_config(config_path, args)
+    verified = preflight(config, run_dir=resume, probe=probe)
+    if check:
+        typer.echo("\n".join(["ok  config " + str(config_path), *verified]))
+        return
+    from rlaif.train.trainer import train
+
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[status]}"), console=stderr) as bar:
         task = bar.add_task(f"train {config.run.name}", total=config.learner.steps, status="starting Ray and engines")

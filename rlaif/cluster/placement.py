@@ -162,7 +162,7 @@ def check_sandbox_nodes(backend: str, timeout_s: float = 120.0) -> None:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     nodes = [n for n in ray.nodes() if n["Alive"] and n["Resources"].get(SANDBOX_RESOURCE, 0) > 0]
-    probe = ray.remote(_sandbox_problem)
+    probe = ray.remote(sandbox_problem)
     refs = [probe.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
             .remote(backend) for n in nodes]
     for node, problem in zip(nodes, ray.get(refs, timeout=timeout_s), strict=True):
@@ -172,7 +172,8 @@ def check_sandbox_nodes(backend: str, timeout_s: float = 120.0) -> None:
                              f"(launch/host-setup.sh) or start it without the `{SANDBOX_RESOURCE}` resource")
 
 
-def _sandbox_problem(backend: str) -> str | None:
+def sandbox_problem(backend: str) -> str | None:
+    """Why sandboxes of `backend` cannot start on this machine (its first clause), or None when they can."""
     import shutil
 
     if backend == "local":

@@ -58,7 +58,8 @@ class SandboxConfig(Section):
     backend: Literal["docker", "local"] = "docker"
     """Where commands run: `docker` (containers) or `local` (bubblewrap, for machines without Docker)."""
     image: str = "rlaif/base:latest"
-    """Image sandboxes start from unless the task names its own (docker backend)."""
+    """Image sandboxes start from unless the environment or the task names its own (docker backend): it replaces
+    `rlaif/base:latest`, the image of environments that name none. Nothing is pulled: it must be in the engine."""
     memory_mb: int = Field(default=512, ge=16)
     """Memory limit per sandbox, MiB (no swap). Exceeding it ends the command with status `oom`."""
     cpus: float = Field(default=1.0, gt=0)

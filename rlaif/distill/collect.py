@@ -7,7 +7,8 @@ variant, sample) and ends as exactly one of
 - `duplicate`: would be kept, but what the teacher wrote is near-identical to a kept answer for the same task;
 - `rejected`: graded below `min_reward` (or its task rewrite was unusable);
 - `failed`: the episode or its grade ended as infra_error (unreachable teacher, dead sandbox): never scored.
-If every one of the first `EARLY_STOP` attempts of a run fails, the run stops and names the cause.
+If every one of the first `EARLY_STOP` attempts of a run fails, the run stops; `Outcome.failures` counts the
+reasons of failed attempts, for the command's verdict (`rlaif.eval.evaluation.check_skipped`).
 
 Cost is the teacher's token usage (`Completion.usage`) at the given prices; with a budget, no attempt
 starts once the spend reaches it (attempts in flight finish and are charged, as in `SpendBudget`).
@@ -104,6 +105,8 @@ class Outcome:
     """What one run did (the directory's totals are in its ledger)."""
 
     counts: Counter[str] = field(default_factory=Counter)
+    failures: Counter[str] = field(default_factory=Counter)
+    """The reasons of the `failed` attempts, by reason, the first to fail first."""
     cost_usd: float = 0.0
     input_tokens: int = 0
     output_tokens: int = 0
@@ -170,11 +173,13 @@ class Collector:
                     return
                 status, reason = await self._attempt(attempt, out, ctx, spend)
             outcome.counts[status] += 1
+            if status == "failed":
+                outcome.failures[reason] += 1
             if len(first) < early:
                 first.append(status)
                 if len(first) == early and all(s == "failed" for s in first):
                     outcome.infra_stop = True
-                    outcome.stopped = f"the first {early} attempts all failed, stopping; last failure: {reason}"
+                    outcome.stopped = f"the first {early} attempts all failed on infrastructure"
             on_done(status)
 
         needed = {(a.task.id, a.task_variant): a.task for a in attempts if a.task_variant != "original"}

@@ -5,10 +5,12 @@ full reward; an empty answer must earn none. Graders that need a judge are skipp
 judge is configured. An environment whose references make claims it can check without a model (judged_qa's
 review references say how a change alters a function's output) defines `reference_problem(task) -> str | None`;
 each problem it names is a failure, so a reference a judge would grade against is never simply trusted.
+An answer that fails on infrastructure is a failure too, and is counted by reason in `infra_skipped`.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -31,7 +33,7 @@ async def check_environment(env: Environment, tasks: list[Task], ctx: GradeConte
     claims = [(task, reference_problem(task)) for task in tasks] if reference_problem else []
     failures = [{"task": task.id, "answer": "reference", "problem": "reference claim is false", "detail": problem}
                 for task, problem in claims if problem]
-    notes, skipped = set(), 0
+    notes, skipped, infra = set(), 0, Counter()
     reference_passed = empty_passed = 0
     for task, ref, nothing in zip(tasks, reference, empty, strict=True):
         for what, traj in (("reference", ref), ("empty", nothing)):
@@ -42,6 +44,7 @@ async def check_environment(env: Environment, tasks: list[Task], ctx: GradeConte
                     notes.add(judge_note)
                     skipped += 1
                     continue
+                infra[reason] += 1
                 failures.append({"task": task.id, "answer": what, "problem": reason,
                                  "detail": traj.error or str(traj.reward.details if traj.reward else "")[:500]})
                 continue
@@ -57,7 +60,8 @@ async def check_environment(env: Environment, tasks: list[Task], ctx: GradeConte
                     failures.append({"task": task.id, "answer": what, "problem": f"empty answer earned {total:.3f}",
                                      "detail": _tests_detail(traj)})
     return {"env": env.name, "tasks": len(tasks), "reference_passed": reference_passed, "empty_passed": empty_passed,
-            "judge_skipped": skipped, "references_checked": len(claims), "failures": failures, "notes": sorted(notes)}
+            "judge_skipped": skipped, "infra_skipped": dict(infra),
+            "references_checked": len(claims), "failures": failures, "notes": sorted(notes)}
 
 
 def _tests_detail(traj: Trajectory) -> str:

@@ -2,7 +2,7 @@
 
 Episodes run concurrently (bounded); each trajectory is handed to `on_done` as soon as it is graded,
 so callers append it to disk before anything else uses it. Infrastructure failures are counted as
-skipped, by reason, and never enter pass rates.
+skipped, by reason, and never enter pass rates; `check_skipped` turns too many of them into an error.
 """
 
 from __future__ import annotations
@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from rlaif.env import Environment, GradeContext
+from rlaif.errors import RlaifError
 from rlaif.policies.endpoints import Policy, Sampling
 from rlaif.rollout.agent import run_episode
 from rlaif.types import RewardResult, Task, Trajectory
@@ -73,3 +74,32 @@ def summarize(trajectories: list[Trajectory], k: int) -> dict[str, Any]:
         rates = [pass_at_k(len(rs), sum(r.total == 1.0 for r in rs), kk) for rs in by_task.values() if len(rs) >= kk]
         summary[f"pass@{kk}"] = sum(rates) / len(rates) if rates else None
     return summary
+
+
+def check_skipped(skipped: Mapping[str, int], total: int, max_skipped: float, fix: str,
+                  noun: str = "episode") -> str | None:
+    """A note on the `total` episodes (or attempts) of which `skipped` (counts by reason, first reason first)
+    failed on infrastructure: None when none did. Raises RlaifError when every one did, whatever `max_skipped`
+    says (nothing was graded, so nothing a command reports means anything), or when the skipped share exceeds
+    `max_skipped`. `fix` ends the error unless the first reason names its own (`...; build it ...`)."""
+    count = sum(skipped.values())
+    if not count:
+        return None
+    first = next(iter(skipped))
+    fix = "" if ";" in first else f"; {fix}"
+    if count == total:
+        raise RlaifError(f"every {noun} failed on infrastructure ({count} of {total}), the first: {first}{fix}")
+    share = count / total
+    if share > max_skipped:
+        raise RlaifError(f"{count} of {total} {noun}s ({share:.0%}) failed on infrastructure, more than "
+                         f"--max-skipped {max_skipped:g}; the first: {first}{fix}")
+    return f"skipped {count} of {total} {noun}s ({share:.0%}) on infrastructure; the first: {first}"
+
+
+def infra_fix(reason: str, option: str = "--policy") -> str:
+    """What to check for the infrastructure failure `reason`, in a command whose model endpoint `option` names."""
+    if "policy endpoint" in reason:
+        return f"check that the {option} server is running and answers at that address"
+    if reason.startswith("grading:"):
+        return "check the sandbox backend (`rlaif sandbox run -- true`) and the judges of --config"
+    return "see each episode's error in trajectories.jsonl"

@@ -8,6 +8,7 @@ from typing import Any
 
 from rlaif.errors import RlaifError
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 TOOL_PROBE = [
     {"role": "user", "content": "list files"},
     {"role": "assistant", "content": "", "tool_calls": [
@@ -31,15 +32,30 @@ def require_model_dir(path: str | Path) -> Path:
     return path
 
 
-def inspect_model_dir(path: str | Path) -> dict[str, Any]:
-    """Architecture, sizes, and whether the chat template renders tools and tool results."""
+def chat_tokenizer(path: str | Path) -> Any:
+    """The model directory's tokenizer, which must have a chat template; else RlaifError naming the fix."""
+    path = require_model_dir(path)
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise RlaifError(f"model directory {path} has no tokenizer ({' or '.join(TOKENIZER_FILES)}); copy the "
+                         "tokenizer files of the model it was trained from into it")
     from transformers import AutoTokenizer
 
-    path = require_model_dir(path)
-    config = json.loads((path / "config.json").read_text())
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except Exception as err:  # transformers raises many kinds here; all mean the files are unusable
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise RlaifError(f"model directory {path}: the tokenizer does not load ({first}); fix or replace its "
+                         "tokenizer files") from None
     if tokenizer.chat_template is None:
         raise RlaifError(f"{path} has no chat template; rlaif renders every prompt with one, add it to the tokenizer")
+    return tokenizer
+
+
+def inspect_model_dir(path: str | Path) -> dict[str, Any]:
+    """Architecture, sizes, and whether the chat template renders tools and tool results."""
+    path = require_model_dir(path)
+    config = json.loads((path / "config.json").read_text())
+    tokenizer = chat_tokenizer(path)
     rendered = tokenizer.apply_chat_template(TOOL_PROBE, tools=TOOL_SPEC, tokenize=False, add_generation_prompt=True)
     hidden, heads = config.get("hidden_size"), config.get("num_attention_heads")
     return {

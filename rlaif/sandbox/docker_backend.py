@@ -29,6 +29,7 @@ from docker.errors import DockerException, ImageNotFound
 
 from rlaif.sandbox.base import SOCKET_ROOT, WORK, Limits, Sandbox, SandboxError
 from rlaif.sandbox.engine import docker_client
+from rlaif.sandbox.images import missing_image_fix
 
 EXECUTOR = Path(__file__).with_name("executor.py")
 SANDBOX_UID = 1000
@@ -132,7 +133,7 @@ def _run_container(image: str, limits: Limits, run_id: str, sandbox_id: str, soc
             labels={"rlaif": "1", "rlaif.run": run_id, "rlaif.owner": owner_label(), "rlaif.sandbox": sandbox_id},
         )
     except ImageNotFound:
-        raise SandboxError(f"image {image} does not exist; build it with `rlaif sandbox build`") from None
+        raise SandboxError(f"image {image} is not in the Docker engine; {missing_image_fix(image)}") from None
     except DockerException as err:
         raise SandboxError(f"cannot create a sandbox from {image}: {err}") from None
     try:

@@ -26,6 +26,8 @@ from rlaif.sandbox.engine import docker_client
 
 RECIPES = Path(__file__).parent / "recipes"
 BASE = "rlaif/base"
+DEFAULT_IMAGE = f"{BASE}:latest"
+"""The image environments name unless they choose their own (`Environment.image`); sandbox.image replaces it."""
 MIRROR_ENV = "RLAIF_APT_MIRROR"
 # Suites that name a Debian release (codenames from buster on, and their aliases); `-security`, `-updates`,
 # other distributions' suites (an Ubuntu `jammy`) and third-party repositories' (`nodistro`) are not one.
@@ -42,6 +44,13 @@ def recipe_hash(recipe: Path) -> str:
     for path in sorted(p for p in recipe.rglob("*") if p.is_file()):
         digest.update(str(path.relative_to(recipe)).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:12]
+
+
+def missing_image_fix(tag: str) -> str:
+    """How to get `tag` into the Docker engine: build the base image, or build or tag another."""
+    if tag.startswith(f"{BASE}:"):
+        return "build it with `rlaif sandbox build`"
+    return f"build it (`docker build -t {tag} ...` FROM {DEFAULT_IMAGE}) or tag one as it (`docker tag IMAGE {tag}`)"
 
 
 def image_exists(tag: str) -> bool:

@@ -25,6 +25,7 @@ from rlaif.core.config import SandboxConfig
 from rlaif.errors import RlaifError
 from rlaif.sandbox.base import ExecResult, Limits, Sandbox, SandboxError
 from rlaif.sandbox.engine import docker_client
+from rlaif.sandbox.images import DEFAULT_IMAGE
 
 
 async def start_sandbox(backend: str, image: str, limits: Limits, run_id: str = "adhoc") -> Sandbox:
@@ -201,20 +202,25 @@ class SandboxPool:
 
 
 class SandboxPools:
-    """One warm pool per image, created on first use (inside a running event loop), closed together."""
+    """One warm pool per image, created on first use (inside a running event loop), closed together.
+
+    `image` (config `sandbox.image`) stands in for `DEFAULT_IMAGE`, the image of every environment and task that
+    names none of its own (`Environment.image`), so a config can move them all to another image."""
 
     def __init__(self, limits: Limits = Limits(), *, backend: str = "docker", size: int = 2, run_id: str = "adhoc",
-                 infra_retries: int = 2, reuse: bool = False) -> None:
-        self.limits, self.backend, self.size, self.run_id = limits, backend, size, run_id
+                 infra_retries: int = 2, reuse: bool = False, image: str = DEFAULT_IMAGE) -> None:
+        self.limits, self.backend, self.size, self.run_id, self.image = limits, backend, size, run_id, image
         self.infra_retries, self.reuse = infra_retries, reuse
         self.pools: dict[str, SandboxPool] = {}
 
     @classmethod
     def from_config(cls, config: SandboxConfig, run_id: str = "adhoc") -> SandboxPools:
         return cls(Limits.from_config(config), backend=config.backend, size=config.pool_size, run_id=run_id,
-                   infra_retries=config.infra_retries, reuse=config.reuse)
+                   infra_retries=config.infra_retries, reuse=config.reuse, image=config.image)
 
     def get(self, image: str) -> SandboxPool:
+        """The pool of `image` (of `sandbox.image` for `DEFAULT_IMAGE`)."""
+        image = self.image if image == DEFAULT_IMAGE else image
         if image not in self.pools:
             self.pools[image] = SandboxPool(image, self.limits, size=self.size, backend=self.backend,
                                             run_id=self.run_id, infra_retries=self.infra_retries, reuse=self.reuse)
