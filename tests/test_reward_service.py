@@ -4,6 +4,7 @@ HTTP (bearer token, loopback), with the real sandboxes."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -17,8 +18,11 @@ from rlaif.core.config import load_config
 from rlaif.env import Submission
 from rlaif.registry import load_environment
 from rlaif.types import Message
+from rlaif_rewards.cost import BudgetExhausted
 from rlaif_rewards.http_front import HttpRewardClient
 from rlaif_rewards.service import RewardService
+from tests.support.fault_server import JudgeEndpoint, Reply
+from tests.test_judge_budget import COST, TOKENS, judge_config
 
 pytestmark = [pytest.mark.docker, pytest.mark.ray]
 
@@ -121,3 +125,38 @@ def test_the_service_refuses_to_start_without_a_token(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().endswith("error: RLAIF_REWARD_TOKEN is not set; the reward service refuses to run "
                                         "without a token")
+
+
+def test_three_reward_workers_and_a_restart_spend_one_budget(ray_local, base_image):
+    """The reward service's workers ask the run's ledger actor: a budget of `n` calls gives at most `n` calls in
+    all, a worker restarted by Ray does not start again at $0, and the rest are refused as `BudgetExhausted`
+    (not graded as infra_error, not retried)."""
+    import ray
+
+    n = 6
+    cases = pyfunc_cases(12)
+    with JudgeEndpoint(Reply(text='{"score": 1, "reason": "ok"}', input_tokens=TOKENS, output_tokens=0)) as endpoint:
+        judge = judge_config(endpoint.url, budget_usd=n * COST).model_dump()
+        config = load_config(None, ["model.path=models/tiny", "env.name=pyfunc", "env.args.generated=12",
+                                    "sandbox.pool_size=1", f"reward.judges=[{json.dumps(judge)}]",
+                                    'reward.components=[{"kind": "judge", "judge": "j", "weight": 0.1}]'])
+
+        async def go():
+            service = RewardService(config, workers=3, num_cpus=0.1)
+            try:
+                await service.start()
+                first = await asyncio.gather(*(service.grade(t, s) for t, s, _ in cases[:3]))
+                ray.kill(service.actors[0], no_restart=False)  # Ray restarts it, with a new judge
+                rest = await asyncio.gather(*(service.grade(t, s) for t, s, _ in cases[3:]), return_exceptions=True)
+                return first, rest, await service.ledger.spend()
+            finally:
+                await service.close()
+
+        first, rest, spend = asyncio.run(go())
+    assert all(r.status == "ok" and r.components["judge"] == 1.0 for r in first)
+    graded = [r for r in rest if not isinstance(r, BaseException)]
+    refused = [r for r in rest if isinstance(r, BudgetExhausted)]
+    assert len(graded) + len(refused) == len(rest) and refused, rest
+    assert all(r.status == "ok" for r in graded), "a budget that ran out is never an infra_error score"
+    assert len(endpoint.requests) == spend["j"]["calls"] == 3 + len(graded) <= n
+    assert spend["j"]["spent_usd"] <= n * COST + 1e-12
