@@ -76,12 +76,6 @@ class SpendBudget:
             return self._spent
 
     @property
-    def held_usd(self) -> float:
-        """USD reserved for the calls in flight (their worst case), not charged yet."""
-        with self._lock:
-            return self._held
-
-    @property
     def remaining_usd(self) -> float | None:
         """USD left before the limit (0.0 once reached or exceeded); None when unlimited."""
         if self.limit_usd is None:
