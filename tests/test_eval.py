@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -24,6 +23,7 @@ from rlaif.sandbox.base import Limits
 from rlaif.sandbox.pool import SandboxPools
 from rlaif.types import Trajectory
 from rlaif_rewards.components import grade
+from tests.support.fault_server import JudgeEndpoint, Reply
 
 pytestmark = [pytest.mark.vllm, pytest.mark.docker]
 
@@ -89,14 +89,13 @@ def test_tool_calls_from_a_real_server_run_in_the_sandbox(vllm_server, base_imag
 
 
 def test_a_down_endpoint_is_counted_as_skipped_never_scored(base_image, tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: nothing listens there
-    done, summary, trajectories = _eval(tmp_path, f"openai:http://127.0.0.1:{port}/v1:tiny", "pyfunc", "--limit", "2",
-                                        returncode=2)  # nothing graded: an error, after the summary is written
+    # It accepts connections (the preflight's check) and closes each without an answer, as a dying server does.
+    with JudgeEndpoint(Reply(kind="hang")) as server:
+        url = server.url
+        done, summary, trajectories = _eval(tmp_path, f"openai:{url}/v1:tiny", "pyfunc", "--limit", "2",
+                                            returncode=2)  # nothing graded: an error, after the summary is written
     assert done.stderr.strip().splitlines()[-1].startswith("error: every episode failed on infrastructure (2 of 2)")
     assert summary["graded"] == 0 and summary["pass@1"] is None
-    assert summary["skipped"] == {
-        f"episode: policy endpoint http://127.0.0.1:{port}/v1 failed: APIConnectionError: Connection error.": 2}
+    assert summary["skipped"] == {f"episode: policy endpoint {url}/v1 failed: APIConnectionError: Connection error.": 2}
     assert all(t.status == "infra_error" and t.reward is None for t in trajectories)
     assert "Connection error" in trajectories[0].error

@@ -1,7 +1,8 @@
 """`rlaif eval`, `collect` and `env check` exit non-zero with one line when nothing could be graded.
 
-Nothing listens on 127.0.0.1:9, so every episode fails on infrastructure before it needs a sandbox; `env check`
-gets the same from a local backend whose bubblewrap cannot be found.
+A policy server that refuses every request (401, behind the real `openai` client) makes every episode fail on
+infrastructure after the preflight passed; `env check` gets the same from a local backend whose bubblewrap cannot
+be found. A server that is not running at all is the preflight's to refuse (`tests/test_preflight.py`).
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ import pytest
 
 from rlaif.errors import RlaifError
 from rlaif.eval.evaluation import check_skipped, infra_fix
+from tests.support.fault_server import JudgeEndpoint, Reply
 
 pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[1]
-DEAD = "openai:http://127.0.0.1:9/v1:x"
-REFUSED = "episode: policy endpoint http://127.0.0.1:9/v1 failed: APIConnectionError: Connection error."
+REFUSED = "episode: policy endpoint {url}/v1 failed: AuthenticationError: Error code: 401"
 
 
 def _rlaif(*args: str, **env: str) -> subprocess.CompletedProcess:
@@ -36,20 +37,29 @@ def _error_line(done: subprocess.CompletedProcess) -> str:
     return errors[0]
 
 
-def test_eval_against_a_dead_policy_server_fails_with_one_line(tmp_path):
-    done = _rlaif("eval", "pyfunc", "--policy", DEAD, "--limit", "2", "--backend", "local", "--out", str(tmp_path))
+def test_eval_against_a_refusing_policy_server_fails_with_one_line(tmp_path):
+    with JudgeEndpoint(Reply(kind="status", status=401)) as server:
+        url = server.url
+        done = _rlaif("eval", "pyfunc", "--policy", f"openai:{server.url}/v1:x", "--limit", "2", "--backend",
+                      "local", "--out", str(tmp_path))
     assert done.returncode == RlaifError.exit_code
-    assert _error_line(done) == (f"error: every episode failed on infrastructure (2 of 2), the first: {REFUSED}; "
-                                 "check that the --policy server is running and answers at that address")
+    line = _error_line(done)
+    assert line.startswith("error: every episode failed on infrastructure (2 of 2), the first: "
+                           + REFUSED.format(url=url)), line
+    assert line.endswith("; check that the --policy server is running and answers at that address")
     assert (tmp_path / "summary.json").is_file()  # written before the verdict
 
 
-def test_collect_from_a_dead_teacher_fails_with_one_line(tmp_path):
-    done = _rlaif("collect", "pyfunc", "--teacher", DEAD, "--limit", "2", "--backend", "local",
-                  "--out", str(tmp_path / "c"))
+def test_collect_from_a_refusing_teacher_fails_with_one_line(tmp_path):
+    with JudgeEndpoint(Reply(kind="status", status=401)) as server:
+        url = server.url
+        done = _rlaif("collect", "pyfunc", "--teacher", f"openai:{server.url}/v1:x", "--limit", "2", "--backend",
+                      "local", "--out", str(tmp_path / "c"))
     assert done.returncode == RlaifError.exit_code
-    assert _error_line(done) == (f"error: every attempt failed on infrastructure (2 of 2), the first: {REFUSED}; "
-                                 "check that the --teacher server is running and answers at that address")
+    line = _error_line(done)
+    assert line.startswith("error: every attempt failed on infrastructure (2 of 2), the first: "
+                           + REFUSED.format(url=url)), line
+    assert line.endswith("; check that the --teacher server is running and answers at that address")
 
 
 def test_env_check_without_a_sandbox_fails_with_one_line():

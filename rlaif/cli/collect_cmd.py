@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from rlaif.cli.env_cmd import grading, split_tasks
+from rlaif.cli.preflight import episode_preflight
 from rlaif.cli.progress import progress_bar, render
 from rlaif.errors import RlaifError
 
@@ -48,8 +49,6 @@ def collect_command(
     from rlaif.registry import load_environment
     from rlaif_rewards.cost import Price
 
-    if split not in ("train", "test", "all"):
-        raise RlaifError(f"--split {split!r} is not train, test or all")
     if min(samples, concurrency) < 1 or rewrites < 0:
         raise RlaifError("-n and --concurrency must be at least 1, --rewrites at least 0")
     price = Price(input_per_mtok=input_usd_per_mtok, output_per_mtok=output_usd_per_mtok)
@@ -63,6 +62,8 @@ def collect_command(
                               system_prompts=variants, rewrites=rewrites, min_reward=min_reward)
     collector = Collector(env, teacher, elicitation, price=price, budget_usd=budget_usd, concurrency=concurrency)
     out = out or Path("runs") / f"collect-{env.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    endpoint = teacher.endpoint.base_url if teacher.endpoint is not None else None
+    episode_preflight(env, tasks, out=out, backend=backend, config_path=config, endpoint=endpoint, flag="--teacher")
     # Attempt ids number system prompts: resuming with other prompts would skip attempts it never made.
     collection = CollectionDir.open(out, {"env": env.name, "teacher": teacher.spec, "system_prompts": variants})
     attempts = collector.plan(tasks, collection)

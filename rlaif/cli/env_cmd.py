@@ -28,8 +28,15 @@ def load_reward(config_path: str | None) -> tuple[dict, list]:
 
 
 def split_tasks(env: Any, split: str, limit: int = 0) -> list:
-    """The tasks of `split` (train, test or all), the first `limit` of them when limit > 0."""
+    """The tasks of `split` (train, test or all), the first `limit` of them when limit > 0; RlaifError when there
+    are none."""
+    from rlaif.errors import RlaifError
+
+    if split not in ("train", "test", "all"):
+        raise RlaifError(f"--split {split!r} is not train, test or all")
     tasks = [t for s in (("train", "test") if split == "all" else (split,)) for t in env.tasks(s)]
+    if not tasks:
+        raise RlaifError(f"environment {env.name!r} has no {split} tasks; check --split and --data")
     return tasks[:limit] if limit else tasks
 
 

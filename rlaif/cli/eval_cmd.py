@@ -19,6 +19,7 @@ import typer
 from rich.table import Table
 
 from rlaif.cli.env_cmd import grading, split_tasks
+from rlaif.cli.preflight import episode_preflight
 from rlaif.cli.progress import progress_bar, render
 
 
@@ -49,6 +50,8 @@ def eval_command(
     out = out or Path("runs") / f"eval-{env.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     endpoint = None if policy.startswith("vllm:") else policy_from_spec(policy)
     model_dir = require_model_dir(policy.removeprefix("vllm:")) if endpoint is None else None
+    episode_preflight(env, tasks, out=out, backend=backend, config_path=config, model=model_dir,
+                      endpoint=None if endpoint is None else endpoint.base_url)
     out.mkdir(parents=True, exist_ok=True)
     sampling = Sampling(temperature=temperature, max_tokens=max_tokens)
     started = time.monotonic()

@@ -1,12 +1,13 @@
-"""Preflight: what `rlaif train`, `rlaif sft` and `rlaif launch` check in the driver before anything starts.
+"""Preflight: what `rlaif train`, `launch`, `sft`, `eval` and `collect` check in the driver before anything starts.
 
 Hours into a cluster run is the worst moment to learn that a path was mistyped. Every check here is cheap, starts
 nothing (no Ray, no engine, no container) and leaves nothing behind; the first that fails raises RlaifError, whose
 one line names the problem and the fix. What passed comes back as lines (`rlaif train --check` prints them).
 
-Placement is not checked here: finding a cluster's nodes means joining it. `rlaif train` checks the layout against
-the nodes as soon as Ray is up, before any actor starts (`rlaif.train.actors`); `rlaif launch` checks it through the
-dashboard before it submits (`rlaif.cluster.jobs`).
+Placement is checked here only for the local Ray a run starts, whose resources this machine's are: finding a
+cluster's nodes means joining it. A run that joins a cluster checks the layout against its nodes as soon as Ray is
+up, before any actor starts (`rlaif.train.actors`); `rlaif launch` checks it through the dashboard before it submits
+(`rlaif.cluster.jobs`).
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from rlaif.core.config import Config, EnvConfig, JudgeConfig, SandboxConfig
+from rlaif.core.config import Config, EnvConfig, JudgeConfig, SandboxConfig, TrainConfig
 from rlaif.env import Environment, ToolSpec
 from rlaif.errors import RlaifError
 from rlaif.types import Message, Task
@@ -26,6 +29,7 @@ CHECKPOINT_FACTOR = 3
 """A checkpoint holds the weights and the optimizer's two moments: about three times the weights files."""
 SPLITS = ("train", "test")
 SKIP_PLACEMENT = "skip placement: checked against the cluster's nodes once Ray is up, before any actor starts"
+LOCAL_RAY = "this machine (the run starts a local Ray on it)"
 
 
 def preflight(config: Config, *, run_dir: Path | None = None, here: bool = True, probe: bool = False) -> list[str]:
@@ -47,7 +51,9 @@ def preflight(config: Config, *, run_dir: Path | None = None, here: bool = True,
     model = model_dir(config.model.path)
     done.append("ok  " + check_writable(where, what, None if model is None else weights_bytes(model)))
     # A run that joins a cluster runs its sandboxes on the cluster's `sandbox` nodes, which it checks once Ray is up.
-    if config.train.ray_address or os.environ.get("RAY_ADDRESS"):
+    joins = bool(config.train.ray_address or os.environ.get("RAY_ADDRESS"))
+    done.append(SKIP_PLACEMENT if joins else "ok  " + check_local_placement(config.train))
+    if joins:
         done.append("skip sandbox: the cluster's sandbox nodes are checked once Ray is up")
     else:
         done.append("ok  " + check_sandbox(config.sandbox, sandbox_images(env, [t for s in SPLITS for t in tasks[s]])))
@@ -58,7 +64,16 @@ def preflight(config: Config, *, run_dir: Path | None = None, here: bool = True,
         first = tasks["train"][0]
         done.append("ok  " + check_model(model, env.prompt(first), env.tools(first),
                                          f"{config.env.name}'s first task"))
-    return [*done, SKIP_PLACEMENT]
+    return done
+
+
+def check_local_placement(t: TrainConfig) -> str:
+    """The layout fits the local Ray the run will start: this machine's GPUs, and CPUs it gives Ray enough of."""
+    from rlaif.cluster.placement import check_fits, local_node, plan_layout
+
+    node = local_node(t)
+    check_fits(plan_layout(t), [node], LOCAL_RAY)
+    return f"placement: fits {LOCAL_RAY}, {node['CPU']:g} CPUs, {node['GPU']:g} GPUs"
 
 
 def sft_preflight(model: Path, out: Path) -> list[str]:
@@ -66,6 +81,37 @@ def sft_preflight(model: Path, out: Path) -> list[str]:
     probe = [Message(role="user", content="Say hello.")]
     return ["ok  " + check_writable(out, "--out", weights_bytes(model)),
             "ok  " + check_model(model, probe, [], "a user turn")]
+
+
+def episode_preflight(env: Environment, tasks: list[Task], *, out: Path, backend: str, config_path: str | None,
+                      endpoint: str | None = None, flag: str = "--policy", model: Path | None = None) -> list[str]:
+    """Check what `rlaif eval` and `rlaif collect` need before they start an engine or write `out`: the output
+    folder, the judges of `config_path`, the policy's server at `endpoint` (a base URL; `flag` names the option that
+    gave it), the sandbox backend and images, and `model`'s chat template (an in-process engine's)."""
+    done = [f"ok  environment {env.name}: {len(tasks)} tasks", "ok  " + check_writable(out, "--out", None)]
+    if config_path:
+        from rlaif.core.config import load_reward_config
+
+        done += ["ok  " + check_judge(judge, False) for judge in load_reward_config(config_path).judges]
+    if endpoint is not None:
+        done.append("ok  " + check_reachable(endpoint, flag))
+    done.append("ok  " + check_sandbox(SandboxConfig(backend=backend), sandbox_images(env, tasks)))
+    if model is not None:
+        done.append("ok  " + check_model(model, env.prompt(tasks[0]), env.tools(tasks[0]), f"{env.name}'s first task"))
+    return done
+
+
+def check_reachable(url: str, flag: str, timeout_s: float = 5.0) -> str:
+    """Something accepts a TCP connection at `url`'s host and port: a server that is not running fails here, not
+    as every episode's infrastructure failure. Nothing is sent."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname or "", port), timeout=timeout_s).close()
+    except OSError as err:
+        reason = "timed out" if isinstance(err, TimeoutError) else (err.strerror or str(err)).lower()
+        raise RlaifError(f"nothing answers at {url} ({flag}): {reason}; start the server or fix {flag}") from None
+    return f"{flag} {url}: accepts connections"
 
 
 def load_tasks(config: EnvConfig) -> tuple[Environment, dict[str, list[Task]]]:
@@ -141,9 +187,9 @@ def check_sandbox(config: SandboxConfig, images: set[str]) -> str:
         raise RlaifError(f"sandbox.backend {config.backend}: {problem}; {fix}")
     if config.backend == "local":
         return "sandbox local: bubblewrap found"
-    from rlaif.sandbox.images import DEFAULT_IMAGE, image_exists, missing_image_fix
+    from rlaif.sandbox.images import image_exists, missing_image_fix, resolve_image
 
-    images = {config.image if image == DEFAULT_IMAGE else image for image in images}  # as SandboxPools does
+    images = {resolve_image(image, config.image) for image in images}
     missing = sorted(image for image in images if not image_exists(image))
     if missing:
         raise RlaifError(f"sandbox image {missing[0]} is not in the Docker engine (the environment's tasks start "

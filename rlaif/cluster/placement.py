@@ -13,8 +13,11 @@ resources that are busy is left to Ray, under the placement timeout.
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from rlaif.core.config import TrainConfig
 from rlaif.errors import RlaifError
@@ -83,9 +86,23 @@ def usable(resources: Mapping[str, float]) -> dict[str, float]:
             if not k.startswith("node:") and k not in ("memory", "object_store_memory")}
 
 
-def check_fits(layout: Layout, nodes: list[Mapping[str, float]]) -> None:
+def local_node(t: TrainConfig) -> dict[str, float]:
+    """The resources of the local Ray a run starts (`rlaif.train.actors.start_ray`): CPUs enough for the layout (at
+    least the machine's), the GPUs Ray will detect (`CUDA_VISIBLE_DEVICES`, else the NVIDIA driver's), no custom
+    resources."""
+    cpus = t.learners * t.learner_cpus + t.rollout_workers * t.rollout_cpus + t.reward_workers * t.reward_cpus + 1
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        gpus = len([d for d in visible.split(",") if d.strip() and not d.strip().startswith("-")])
+    else:
+        driver = Path("/proc/driver/nvidia/gpus")
+        gpus = len(list(driver.iterdir())) if driver.is_dir() else 0
+    return {"CPU": float(max(os.cpu_count() or 1, math.ceil(cpus))), "GPU": float(gpus)}
+
+
+def check_fits(layout: Layout, nodes: list[Mapping[str, float]], where: str | None = None) -> None:
     """Raise RlaifError naming the shortfall when `nodes` (each alive node's total resources) can never hold
-    the layout."""
+    the layout. `where` names the one node of a local Ray (default: the nodes are a Ray cluster's)."""
     nodes = [usable(n) for n in nodes]
     if not nodes:
         raise RlaifError("the Ray cluster has no alive node; start one (`ray start --head`) and try again")
@@ -101,8 +118,10 @@ def check_fits(layout: Layout, nodes: list[Mapping[str, float]]) -> None:
         if need > have + 1e-9:
             parts = ", ".join(f"{role}s {amount:g}" for role, amount in by_role.items())
             keys = " / ".join(f"{_KEYS[role]}{_suffix(kind)}" for role in by_role)
-            raise RlaifError(f"the run needs {need:g} {kind} ({parts}) but the Ray cluster has {have:g}; "
-                             f"lower {keys} or add nodes{_how_to_add(kind)}")
+            grow = ("run it on a Ray cluster that has them (train.ray_address)" if where
+                    else f"add nodes{_how_to_add(kind)}")
+            raise RlaifError(f"the run needs {need:g} {kind} ({parts}) but {where or 'the Ray cluster'} has "
+                             f"{have:g}; lower {keys} or {grow}")
     for role, bundle, _ in actors:
         if not any(_fits(bundle, n) for n in nodes):
             raise RlaifError(f"one {role} needs {_show(bundle)} on one node, but no node has that much "

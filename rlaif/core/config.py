@@ -88,8 +88,8 @@ class SandboxConfig(Section):
 
 
 class RolloutConfig(Section):
-    group_size: int = Field(default=8, ge=1)
-    """Samples per task; one GRPO group."""
+    group_size: int = Field(default=8, ge=2)
+    """Samples per task; one GRPO group. At least 2: an advantage is an answer's reward against its group's."""
     temperature: float = Field(default=1.0, ge=0)
     """Sampling temperature."""
     max_tokens: int = Field(default=256, ge=1)

@@ -46,6 +46,11 @@ def recipe_hash(recipe: Path) -> str:
     return digest.hexdigest()[:12]
 
 
+def resolve_image(image: str, configured: str) -> str:
+    """The image a sandbox starts from: `configured` (`sandbox.image`) stands in for `DEFAULT_IMAGE`."""
+    return configured if image == DEFAULT_IMAGE else image
+
+
 def missing_image_fix(tag: str) -> str:
     """How to get `tag` into the Docker engine: build the base image, or build or tag another."""
     if tag.startswith(f"{BASE}:"):

@@ -25,7 +25,7 @@ from rlaif.core.config import SandboxConfig
 from rlaif.errors import RlaifError
 from rlaif.sandbox.base import ExecResult, Limits, Sandbox, SandboxError
 from rlaif.sandbox.engine import docker_client
-from rlaif.sandbox.images import DEFAULT_IMAGE
+from rlaif.sandbox.images import DEFAULT_IMAGE, resolve_image
 
 
 async def start_sandbox(backend: str, image: str, limits: Limits, run_id: str = "adhoc") -> Sandbox:
@@ -220,7 +220,7 @@ class SandboxPools:
 
     def get(self, image: str) -> SandboxPool:
         """The pool of `image` (of `sandbox.image` for `DEFAULT_IMAGE`)."""
-        image = self.image if image == DEFAULT_IMAGE else image
+        image = resolve_image(image, self.image)
         if image not in self.pools:
             self.pools[image] = SandboxPool(image, self.limits, size=self.size, backend=self.backend,
                                             run_id=self.run_id, infra_retries=self.infra_retries, reuse=self.reuse)

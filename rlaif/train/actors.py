@@ -9,14 +9,13 @@ their weight sync and their return after a lost node are `rlaif.cluster.fleet`'s
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from rlaif.cluster.fleet import Fleet
-from rlaif.cluster.placement import alive_nodes, check_fits, check_sandbox_nodes, plan_layout
+from rlaif.cluster.placement import alive_nodes, check_fits, check_sandbox_nodes, local_node, plan_layout
 from rlaif.cluster.rollout_worker import RolloutWorker
 from rlaif.core.config import Config, TrainConfig
 from rlaif.errors import RlaifError
@@ -138,8 +137,7 @@ def start_ray(config: Config) -> None:
         if not ray.is_initialized():
             ray.init(address=address)
         return
-    needed = t.learners * t.learner_cpus + t.rollout_workers * t.rollout_cpus + t.reward_workers * t.reward_cpus + 1
-    init_local_ray(num_cpus=max(os.cpu_count() or 1, math.ceil(needed)))
+    init_local_ray(num_cpus=int(local_node(t)["CPU"]))
 
 
 def weight_transport(t: TrainConfig) -> str:
