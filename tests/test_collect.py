@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from rlaif.distill.dataset import CollectionDir
+from tests.support.fault_server import JudgeEndpoint, Reply
 
 STATUSES = ("kept", "rejected", "failed", "duplicate")
 
@@ -31,10 +31,11 @@ def _lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture
+def dying_server():
+    """The URL of a server that accepts connections (the preflight's check) and closes each without an answer."""
+    with JudgeEndpoint(Reply(kind="hang")) as server:
+        yield server.url
 
 
 @pytest.mark.docker
@@ -203,9 +204,9 @@ def test_bad_input_is_one_line_and_writes_nothing(args, message, tmp_path):
 
 
 @pytest.mark.unit
-def test_a_directory_of_another_teacher_is_refused(tmp_path):
+def test_a_directory_of_another_teacher_is_refused(tmp_path, dying_server):
     CollectionDir.open(tmp_path / "out", {"env": "pyfunc", "teacher": "reference", "system_prompts": []})
-    done = _collect(tmp_path / "out", "pyfunc", "--teacher", f"openai:http://127.0.0.1:{_closed_port()}/v1:x")
+    done = _collect(tmp_path / "out", "pyfunc", "--teacher", f"openai:{dying_server}/v1:x")
     assert done.returncode != 0 and len(done.stderr.strip().splitlines()) == 1
     assert "collected with teacher 'reference'" in done.stderr and "pass a new --out" in done.stderr
     assert json.loads((tmp_path / "out" / "collect.json").read_text())["teacher"] == "reference"
@@ -213,10 +214,9 @@ def test_a_directory_of_another_teacher_is_refused(tmp_path):
 
 
 @pytest.mark.docker
-def test_an_unreachable_teacher_fails_attempts_and_stops_never_rejects(docker_engine, tmp_path):
-    port = _closed_port()
+def test_an_unreachable_teacher_fails_attempts_and_stops_never_rejects(docker_engine, tmp_path, dying_server):
     out = tmp_path / "down"
-    done = _collect(out, "pyfunc", "--teacher", f"openai:http://127.0.0.1:{port}/v1:x", "--limit", "2")
+    done = _collect(out, "pyfunc", "--teacher", f"openai:{dying_server}/v1:x", "--limit", "2")
     assert done.returncode != 0
     error = done.stderr.strip().splitlines()[-1]  # after the progress bar
     assert error.startswith("error: every attempt failed on infrastructure (2 of 2)") and "Connection error" in error
