@@ -71,10 +71,18 @@ def gc(
     everything: bool = typer.Option(False, "--all", help="Remove every rlaif sandbox, live runs' included."),
     run_id: str = typer.Option(None, "--run", help="Remove the sandboxes of this run id."),
 ) -> None:
-    """Remove sandboxes whose owner process is gone (or all of them, or one run's)."""
+    """Remove sandboxes whose owner process is gone (or all of them, or one run's).
+
+    Also stops, always, the processes a dead driver started and nothing stopped (its Ray agents, say):
+    their owner is gone, so they belong to no live run.
+    """
+    from rlaif.cluster.reaper import sweep_orphans
     from rlaif.sandbox.gc import collect_garbage
 
+    stopped = sweep_orphans()  # first: a stopped process may own sandboxes, which are orphans only afterwards
+    for description in stopped:
+        typer.echo(f"stopped {description}")
     removed = collect_garbage(everything=everything, run_id=run_id)
     for name in removed:
         typer.echo(f"removed {name}")
-    typer.echo(f"{len(removed)} removed")
+    typer.echo(f"{len(removed)} removed, {len(stopped)} processes stopped")

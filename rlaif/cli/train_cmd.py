@@ -46,7 +46,10 @@ def train_command(
     if check:
         typer.echo("\n".join(["ok  config " + str(config_path), *verified]))
         return
+    from rlaif.cluster.reaper import clean_after_killed_runs
     from rlaif.train.trainer import train
+
+    clean_after_killed_runs()  # what a run killed together with its reaper left; live runs' things stay
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[status]}"), console=stderr) as bar:

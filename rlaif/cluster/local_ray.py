@@ -32,6 +32,9 @@ def init_local_ray(num_cpus: int | None = None, **kwargs: Any) -> Any:
     import ray
 
     if not ray.is_initialized():
+        from rlaif.cluster.reaper import watch_this_process
+
         kwargs.setdefault("include_dashboard", False)
+        watch_this_process()  # what Ray starts now (agents included) goes when this process goes, however it ends
         ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", **kwargs)
     return ray
