@@ -38,6 +38,8 @@ lint: venv
 
 # The whole pipeline on the CPU: base -> collect -> SFT -> GRPO, held-out pass@1 after each (runs/quickstart/).
 # TEACHER=anthropic:MODEL (with ANTHROPIC_API_KEY set) makes Claude the teacher and a judge.
+# SEED=N sets every seed of the pipeline (task generation and split, sampling, SFT, GRPO).
 TEACHER ?= reference
+SEED ?= 0
 quickstart: setup
-	$(BIN)/rlaif quickstart --teacher $(TEACHER)
+	$(BIN)/rlaif quickstart --teacher $(TEACHER) --seed $(SEED)

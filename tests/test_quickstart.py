@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from rlaif.cli.quickstart_cmd import EXAMPLE, _grpo_config
+from rlaif.cli.quickstart_cmd import EXAMPLE, TASKS, _grpo_config
 from rlaif.core.config import load_config
 
 pytestmark = pytest.mark.unit
@@ -20,6 +20,8 @@ def test_the_grpo_config_starts_from_the_sft_model_and_a_model_teacher_also_judg
     plain = yaml.safe_load(_grpo_config(EXAMPLE, tmp_path, "reference", "local").read_text())
     assert plain["model"]["path"] == str(tmp_path / "sft") and plain["run"]["root"] == str(tmp_path)
     assert plain["sandbox"]["backend"] == "local" and not plain.get("reward", {}).get("judges")
+    seeded = yaml.safe_load(_grpo_config(EXAMPLE, tmp_path, "reference", "local", seed=3).read_text())
+    assert seeded["env"]["args"] == {**TASKS, "seed": 3} and seeded["run"]["seed"] == 3, "the evaluations' tasks"
     judged = load_config(_grpo_config(EXAMPLE, tmp_path, "anthropic:claude-sonnet-4-5", "docker"), [])
     assert [j.endpoint for j in judged.reward.judges] == ["anthropic:claude-sonnet-4-5"]
     [component] = [c for c in judged.reward.components if c.kind == "judge"]

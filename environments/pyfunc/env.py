@@ -11,6 +11,7 @@ answer that does not define the entry point is taken as the body that continues 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from rlaif.core.jsonl import read_jsonl
 from rlaif.env import EnvArgs, Environment, Grader, Submission, extract_code, seeded_split
@@ -28,6 +29,8 @@ class PyFuncArgs(EnvArgs):
     """A HumanEval-format JSONL(.gz) file. When unset, tasks are generated."""
     generated: int = 100
     """How many tasks to generate when no data file is given."""
+    catalogue: Literal["basic", "wide"] = "basic"
+    """The generator's families: `basic` (116 functions) or `wide` (646, for held-out splits in the hundreds)."""
     test_fraction: float = 0.2
     """Share of tasks held out as the `test` split (chosen by a seeded hash of the task id)."""
     seed: int = 0
@@ -53,7 +56,8 @@ class PyFunc(Environment):
         if self.args.data:
             rows = read_humaneval(Path(self.args.data))
             return [self._humaneval_task(row) for row in rows]
-        return [self._generated_task(fn) for fn in generate_functions(self.args.generated, self.args.seed)]
+        return [self._generated_task(fn) for fn in generate_functions(self.args.generated, self.args.seed,
+                                                                       catalogue=self.args.catalogue)]
 
     def _split(self, key: str) -> str:
         return seeded_split(key, self.args.test_fraction, self.args.seed)

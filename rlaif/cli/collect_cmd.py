@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from rlaif.cli.env_cmd import grading, split_tasks
+from rlaif.cli.env_cmd import ENV_ARG_HELP, env_args, grading, split_tasks
 from rlaif.cli.preflight import episode_preflight
 from rlaif.cli.progress import progress_bar, render
 from rlaif.errors import RlaifError
@@ -25,6 +25,7 @@ def collect_command(
     split: str = typer.Option("train", help="train, test or all."),
     limit: int = typer.Option(0, help="Only the first N tasks (0: all)."),
     data: str = typer.Option(None, "--data", help="Data file, passed to the environment as env.args.data."),
+    arg: list[str] = typer.Option(None, "--arg", metavar="KEY=VALUE", help=ENV_ARG_HELP),
     temperature: float = typer.Option(1.0, help="Sampling temperature."),
     max_tokens: int = typer.Option(512, help="Maximum tokens per teacher turn."),
     min_reward: float = typer.Option(1.0, help="Keep trajectories whose reward is at least this."),
@@ -55,7 +56,7 @@ def collect_command(
     if budget_usd is not None and teacher_spec != "reference" and price == Price():
         raise RlaifError("--budget-usd needs the teacher's prices: give --input-usd-per-mtok and --output-usd-per-mtok")
     teacher = Teacher(teacher_spec)
-    env = load_environment(env_name, {"data": data} if data else {})
+    env = load_environment(env_name, env_args(data, arg))
     tasks = split_tasks(env, split, limit)
     variants = read_system_prompts(system_prompts) if system_prompts else []
     elicitation = Elicitation(Sampling(temperature=temperature, max_tokens=max_tokens), samples=samples,

@@ -27,6 +27,27 @@ def load_reward(config_path: str | None) -> tuple[dict, list]:
     return {j.name: Judge(j) for j in reward.judges}, reward.components
 
 
+ENV_ARG_HELP = "An environment argument (env.args.KEY), e.g. seed=1; repeatable. The value is read as YAML."
+
+
+def env_args(data: str | None, pairs: list[str] | None) -> dict[str, Any]:
+    """The environment's arguments from `--data` and `--arg KEY=VALUE` options; RlaifError for a malformed pair."""
+    import yaml
+
+    from rlaif.errors import RlaifError
+
+    args: dict[str, Any] = {"data": data} if data else {}
+    for pair in pairs or []:
+        key, eq, value = pair.partition("=")
+        if not eq or not key.strip():
+            raise RlaifError(f"--arg {pair!r} is not KEY=VALUE (e.g. --arg seed=1)")
+        try:
+            args[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise RlaifError(f"--arg {pair!r}: {value!r} is not a YAML value; quote it") from None
+    return args
+
+
 def split_tasks(env: Any, split: str, limit: int = 0) -> list:
     """The tasks of `split` (train, test or all), the first `limit` of them when limit > 0; RlaifError when there
     are none."""
@@ -78,6 +99,7 @@ def list_envs(as_json: bool = typer.Option(False, "--json", help="Print one JSON
 def check(
     name: str = typer.Argument(..., help="A registered environment or module:Class."),
     data: str = typer.Option(None, "--data", help="Data file, passed to the environment as env.args.data."),
+    arg: list[str] = typer.Option(None, "--arg", metavar="KEY=VALUE", help=ENV_ARG_HELP),
     split: str = typer.Option("all", help="train, test or all."),
     limit: int = typer.Option(0, help="Check only the first N tasks (0: all)."),
     backend: str = typer.Option("docker", help="Sandbox backend: docker or local."),
@@ -92,7 +114,7 @@ def check(
     from rlaif.eval.evaluation import check_skipped, infra_fix
     from rlaif.registry import load_environment
 
-    env = load_environment(name, {"data": data} if data else {})
+    env = load_environment(name, env_args(data, arg))
     tasks = split_tasks(env, split, limit)
 
     async def run() -> dict:

@@ -18,7 +18,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from rlaif.cli.env_cmd import grading, split_tasks
+from rlaif.cli.env_cmd import ENV_ARG_HELP, env_args, grading, split_tasks
 from rlaif.cli.preflight import episode_preflight
 from rlaif.cli.progress import progress_bar, render
 
@@ -31,6 +31,7 @@ def eval_command(
     split: str = typer.Option("test", help="train, test or all."),
     limit: int = typer.Option(0, help="Only the first N tasks (0: all)."),
     data: str = typer.Option(None, "--data", help="Data file, passed to the environment as env.args.data."),
+    arg: list[str] = typer.Option(None, "--arg", metavar="KEY=VALUE", help=ENV_ARG_HELP),
     temperature: float = typer.Option(1.0, help="Sampling temperature."),
     max_tokens: int = typer.Option(512, help="Maximum tokens per model turn."),
     concurrency: int = typer.Option(8, help="Episodes at once."),
@@ -38,14 +39,16 @@ def eval_command(
     config: str = typer.Option(None, "--config", help="Config file whose reward.judges judged graders use."),
     max_skipped: float = typer.Option(1.0, min=0.0, max=1.0, help="Fail when a larger share of the episodes failed "
                                       "on infrastructure (1.0: only when all did)."),
+    seed: int = typer.Option(0, help="Seed of a vllm: engine's sampling and of the interval's bootstrap."),
 ) -> None:
     """Run the agent loop with a policy, grade every episode, write trajectories.jsonl and summary.json."""
     from rlaif.eval.evaluation import check_skipped, evaluate, infra_fix, summarize
+    from rlaif.eval.stats import bootstrap_ci, task_pass_rates
     from rlaif.models.modeldir import require_model_dir
     from rlaif.policies.endpoints import Sampling, policy_from_spec
     from rlaif.registry import load_environment
 
-    env = load_environment(env_name, {"data": data} if data else {})
+    env = load_environment(env_name, env_args(data, arg))
     tasks = split_tasks(env, split, limit)
     out = out or Path("runs") / f"eval-{env.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     endpoint = None if policy.startswith("vllm:") else policy_from_spec(policy)
@@ -60,7 +63,7 @@ def eval_command(
         from rlaif.policies.engine import EnginePolicy
 
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # the progress bar, not the engine's start-up notes
-        the_policy = endpoint or EnginePolicy.start(str(model_dir), seed=0)
+        the_policy = endpoint or EnginePolicy.start(str(model_dir), seed=seed)
         with (out / "trajectories.jsonl").open("a") as sink:
             def record(traj) -> None:
                 sink.write(traj.model_dump_json() + "\n")
@@ -78,14 +81,18 @@ def eval_command(
     trajectories = asyncio.run(run())
     summary = {"env": env.name, "policy": endpoint.name if endpoint else policy, "split": split, "samples": samples,
                **summarize(trajectories, samples), "minutes": round((time.monotonic() - started) / 60, 2)}
+    rates = task_pass_rates(trajectories)
+    summary["pass@1_ci"] = bootstrap_ci(rates, seed=seed) if rates else None  # 95%, over tasks
     tmp = out / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2) + "\n")
     os.replace(tmp, out / "summary.json")
-    table = Table("environment", "policy", "tasks", "graded", "skipped", "pass@1", f"pass@{samples}", "mean reward")
+    table = Table("environment", "policy", "tasks", "graded", "skipped", "pass@1", "95% interval", f"pass@{samples}",
+                  "mean reward")
     fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
     table.add_row(env.name, summary["policy"], str(summary["tasks"]), str(summary["graded"]),
-                  str(sum(summary["skipped"].values())), fmt(summary["pass@1"]), fmt(summary[f"pass@{samples}"]),
-                  fmt(summary["mean_reward"]))
+                  str(sum(summary["skipped"].values())), fmt(summary["pass@1"]),
+                  "-" if not rates else "[{:.3f}, {:.3f}]".format(*summary["pass@1_ci"]),
+                  fmt(summary[f"pass@{samples}"]), fmt(summary["mean_reward"]))
     typer.echo(render(table))
     for reason, count in summary["skipped"].items():
         typer.echo(f"skipped {count}: {reason}")

@@ -8,6 +8,7 @@ import typer
 
 from rlaif.cli import (
     collect_cmd,
+    compare_cmd,
     config_cmd,
     env_cmd,
     eval_cmd,
@@ -38,6 +39,7 @@ app.add_typer(judge_cmd.app, name="judge")
 app.add_typer(reward_cmd.app, name="reward")
 app.command("eval")(eval_cmd.eval_command)
 app.command("collect")(collect_cmd.collect_command)
+app.command("compare")(compare_cmd.compare_command)
 app.command("sft")(sft_cmd.sft_command)
 app.command("train")(train_cmd.train_command)
 app.command("report")(report_cmd.report_command)

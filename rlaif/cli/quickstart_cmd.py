@@ -3,16 +3,20 @@
 Each stage is the `rlaif` command a user would run, printed before it runs, in its own process:
 evaluate the base model, collect teacher trajectories that pass the unit tests, fine-tune on them (SFT),
 evaluate, run GRPO from the SFT model with sandboxed unit tests (`examples/quickstart.yaml`), evaluate again.
-Evaluation is on the held-out split of the generated `pyfunc` tasks, which neither SFT nor GRPO sees; the
-teacher covers only the first `TEACHER_TASKS` training tasks (a teacher budget), and GRPO trains on all of them.
+Evaluation is on the held-out split of the generated `pyfunc` tasks (`TASKS`: the wide catalogue, a held-out split
+of about 190 functions that neither SFT nor GRPO sees); the teacher covers only the first `TEACHER_TASKS` training
+tasks (a teacher budget), and GRPO trains on all of them. Each stage's pass@1 comes with a 95% bootstrap interval
+over tasks, and each step between stages with a paired one (`rlaif.eval.stats`); `--seed` sets every seed: task
+generation and split, sampling, SFT and GRPO.
 
 The teacher is `reference` (each task's reference solution, no key or network needed) or a model
 (`anthropic:MODEL`, `openai:BASE_URL:MODEL`), which then also judges GRPO's answers (a judge component, gated on
-the tests). Each run replaces OUT; `OUT/summary.json` holds the pass@1 figures and the minutes.
+the tests). Each run replaces OUT; `OUT/summary.json` holds the pass@1 figures, their intervals and the minutes.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -27,10 +31,14 @@ from rich.table import Table
 
 from rlaif.cli.progress import render
 from rlaif.errors import RlaifError
+from rlaif.eval.stats import bootstrap_ci, paired_ci, read_pass_rates, show_interval
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "quickstart.yaml"
+TASKS = {"catalogue": "wide", "generated": 500, "test_fraction": 0.35}
+"""pyfunc's arguments (and `seed`): about 310 training and 190 held-out functions of 34 families."""
 TEACHER_TASKS = 45
-EVAL = ["--split", "test", "-n", "8", "--temperature", "1.0", "--max-tokens", "48", "--concurrency", "16"]
+EVAL = ["--split", "test", "-n", "4", "--temperature", "1.0", "--max-tokens", "48", "--concurrency", "16"]
+STAGES = ("base", "sft", "grpo")
 SFT = ["--epochs", "60", "--lr", "3e-3", "--batch-size", "8", "--max-length", "256"]
 
 
@@ -42,6 +50,7 @@ def quickstart_command(
     config: Path = typer.Option(EXAMPLE, "--config", help="The GRPO stage's config."),
     backend: str = typer.Option("local", "--backend",
                                 help="Sandbox for every grading: local (bubblewrap, about 3x faster here) or docker."),
+    seed: int = typer.Option(0, "--seed", help="Every seed: task generation and split, sampling, SFT, GRPO."),
 ) -> None:
     """Base -> collect -> SFT -> GRPO on the CPU, and a table of held-out pass@1 after each stage."""
     if not config.is_file():
@@ -57,25 +66,37 @@ def quickstart_command(
     out.mkdir(parents=True)
     if not (model / "config.json").is_file():
         _rlaif("model", "tiny", "--out", str(model))
-    pass_at_1 = {"base": _evaluate(f"vllm:{model}", out / "eval-base", backend)}
+    env = _env_args(seed)
+    _evaluate(f"vllm:{model}", out / "eval-base", backend, env, seed)
     _rlaif("collect", "pyfunc", "--teacher", teacher, "--limit", str(TEACHER_TASKS), "--max-tokens", "256",
-           "--backend", backend, "--out", str(out / "teacher"))
-    _rlaif("sft", str(out / "teacher"), "--model", str(model), "--out", str(out / "sft"), *SFT)
-    pass_at_1["sft"] = _evaluate(f"vllm:{out / 'sft'}", out / "eval-sft", backend)
-    _rlaif("train", str(_grpo_config(config, out, teacher, backend)))
+           "--backend", backend, "--out", str(out / "teacher"), *env)
+    _rlaif("sft", str(out / "teacher"), "--model", str(model), "--out", str(out / "sft"), *SFT, "--seed", str(seed))
+    _evaluate(f"vllm:{out / 'sft'}", out / "eval-sft", backend, env, seed)
+    _rlaif("train", str(_grpo_config(config, out, teacher, backend, seed)))
     [run] = sorted(out.glob("grpo-*"))
-    pass_at_1["grpo"] = _evaluate(f"vllm:{run / 'model'}", out / "eval-grpo", backend)
+    _evaluate(f"vllm:{run / 'model'}", out / "eval-grpo", backend, env, seed)
+    rates = {stage: read_pass_rates(out / f"eval-{stage}") for stage in STAGES}
+    pass_at_1 = {stage: round(sum(r.values()) / len(r), 3) for stage, r in rates.items()}
+    ci = {stage: bootstrap_ci(r, seed=seed) for stage, r in rates.items()}
+    diffs = {f"{b}_minus_{a}": paired_ci(rates[a], rates[b], seed=seed) for a, b in itertools.pairwise(STAGES)}
+    ci |= {name: interval for name, (_, interval, _) in diffs.items()}
     minutes = round((time.monotonic() - started) / 60, 1)
-    summary = {"pass_at_1": pass_at_1, "minutes": minutes, "teacher": teacher, "backend": backend,
-               "run_dir": str(run)}
+    summary = {"pass_at_1": pass_at_1, "ci": ci, "held_out_tasks": len(rates["base"]),
+               "teacher_tasks": TEACHER_TASKS, "train_tasks": _train_tasks(seed), "samples_per_task": int(EVAL[3]),
+               "seed": seed, "minutes": minutes, "teacher": teacher, "backend": backend, "run_dir": str(run)}
     tmp = out / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2) + "\n")
     os.replace(tmp, out / "summary.json")
-    table = Table("stage", "held-out pass@1", "model")
-    table.add_row("base", f"{pass_at_1['base']:.3f}", str(model))
-    table.add_row(f"SFT on {teacher} trajectories", f"{pass_at_1['sft']:.3f}", str(out / "sft"))
-    table.add_row("GRPO from SFT, unit-test rewards", f"{pass_at_1['grpo']:.3f}", str(run / "model"))
+    table = Table("stage", "held-out pass@1", "95% interval", "gain over the stage before", "its paired interval")
+    names = {"base": f"base ({model})", "sft": f"SFT on {teacher} trajectories",
+             "grpo": "GRPO from SFT, unit-test rewards"}
+    for before, stage in itertools.pairwise((None, *STAGES)):
+        diff = diffs.get(f"{stage}_minus_{before}")
+        table.add_row(names[stage], f"{pass_at_1[stage]:.3f}", show_interval(ci[stage]),
+                      "" if diff is None else f"{diff[0]:+.3f}", "" if diff is None else show_interval(diff[1]))
     typer.echo(render(table))
+    typer.echo(f"{summary['held_out_tasks']} held-out tasks x {summary['samples_per_task']} samples; the teacher "
+               f"covered {TEACHER_TASKS} of {summary['train_tasks']} training tasks, GRPO trained on all of them")
     typer.echo(f"{minutes} minutes; GRPO run directory {run} (`rlaif report {run}`); summary in {out}/summary.json")
 
 
@@ -89,19 +110,33 @@ def _rlaif(*args: str) -> None:
     typer.secho(f"[rlaif {args[0]}: {time.monotonic() - started:.0f} s]", bold=True, err=True)
 
 
-def _evaluate(policy: str, out: Path, backend: str) -> float:
-    _rlaif("eval", "pyfunc", "--policy", policy, *EVAL, "--backend", backend, "--out", str(out))
+def _env_args(seed: int) -> list[str]:
+    """`--arg KEY=VALUE` options for pyfunc's tasks of this seed."""
+    return [x for key, value in {**TASKS, "seed": seed}.items() for x in ("--arg", f"{key}={value}")]
+
+
+def _train_tasks(seed: int) -> int:
+    from rlaif.registry import load_environment
+
+    return len(load_environment("pyfunc", {**TASKS, "seed": seed}).tasks("train"))
+
+
+def _evaluate(policy: str, out: Path, backend: str, env: list[str], seed: int) -> None:
+    _rlaif("eval", "pyfunc", "--policy", policy, *EVAL, "--backend", backend, "--out", str(out), *env,
+           "--seed", str(seed))
     summary = json.loads((out / "summary.json").read_text())
     if summary["pass@1"] is None or summary["skipped"]:
         raise RlaifError(f"evaluation in {out} skipped episodes {summary['skipped']}: infrastructure, not the model")
-    return round(summary["pass@1"], 3)
 
 
-def _grpo_config(example: Path, out: Path, teacher: str, backend: str) -> Path:
-    """The example config pointed at the SFT model and OUT; with a model teacher, the teacher judges too."""
+def _grpo_config(example: Path, out: Path, teacher: str, backend: str, seed: int = 0) -> Path:
+    """The example config pointed at the SFT model, OUT and this seed's tasks; with a model teacher, the teacher
+    judges too."""
     config = yaml.safe_load(example.read_text())
     config["model"] = {**config.get("model", {}), "path": str(out / "sft")}
-    config["run"] = {**config.get("run", {}), "name": "grpo", "root": str(out)}
+    config["run"] = {**config.get("run", {}), "name": "grpo", "root": str(out), "seed": seed}
+    env = config.setdefault("env", {})
+    env["args"] = {**env.get("args", {}), **TASKS, "seed": seed}
     config["sandbox"] = {**config.get("sandbox", {}), "backend": backend}
     if teacher != "reference":
         reward = config.setdefault("reward", {})
