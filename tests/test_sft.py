@@ -182,6 +182,27 @@ def test_lora_output_is_the_merged_plain_model_and_keeps_the_adapter(tiny_model,
         assert torch.allclose(merged(ids).logits, unmerged, atol=1e-5)
 
 
+def test_snapshots_are_the_model_after_their_epoch_and_leave_training_as_it_was(tiny_model, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from rlaif.distill.sft import SFTOptions, run_sft
+
+    data = write_dataset(tmp_path / "data", add3_rows(8))
+    options = {"epochs": 2, "lr": 3e-3, "batch_size": 4, "max_length": 128}
+    snapped = run_sft(data, tiny_model, tmp_path / "snapped", SFTOptions(**options, snapshot_epochs=(1, 5)))
+    plain = run_sft(data, tiny_model, tmp_path / "plain", SFTOptions(**options))
+    assert sorted(p.name for p in (tmp_path / "snapped").glob("epoch-*")) == ["epoch-1"], "5 is past the last epoch"
+    name = "model.layers.0.self_attn.q_proj.weight"
+    weights = {d: AutoModelForCausalLM.from_pretrained(tmp_path / d).state_dict()[name]
+               for d in ("snapped", "plain", "snapped/epoch-1")}
+    assert torch.equal(weights["snapped"], weights["plain"]), "saving a snapshot must not disturb training"
+    assert snapped["train_loss"] == plain["train_loss"]
+    assert not torch.equal(weights["snapped/epoch-1"], weights["plain"])
+    base = AutoModelForCausalLM.from_pretrained(tiny_model).state_dict()[name]
+    assert not torch.equal(weights["snapped/epoch-1"], base), "after one epoch of two, trained but not finished"
+
+
 @pytest.mark.parametrize(("case", "says"), [
     ("missing dataset", "nowhere does not exist"), ("empty file", "has no rows;"),
     ("malformed line", "cannot read dataset"), ("no row above --min-reward", "lower --min-reward"),

@@ -48,16 +48,17 @@ def env_args(data: str | None, pairs: list[str] | None) -> dict[str, Any]:
     return args
 
 
-def split_tasks(env: Any, split: str, limit: int = 0) -> list:
-    """The tasks of `split` (train, test or all), the first `limit` of them when limit > 0; RlaifError when there
-    are none."""
+def split_tasks(env: Any, split: str, limit: int = 0, skip: int = 0) -> list:
+    """The tasks of `split` (train, test or all) after the first `skip`, the first `limit` of those when limit > 0;
+    RlaifError when there are none."""
     from rlaif.errors import RlaifError
 
     if split not in ("train", "test", "all"):
         raise RlaifError(f"--split {split!r} is not train, test or all")
-    tasks = [t for s in (("train", "test") if split == "all" else (split,)) for t in env.tasks(s)]
+    tasks = [t for s in (("train", "test") if split == "all" else (split,)) for t in env.tasks(s)][skip:]
     if not tasks:
-        raise RlaifError(f"environment {env.name!r} has no {split} tasks; check --split and --data")
+        raise RlaifError(f"environment {env.name!r} has no {split} tasks" + (f" after the first {skip}" if skip else "")
+                         + "; check --split, --skip, --data and --arg")
     return tasks[:limit] if limit else tasks
 
 

@@ -30,6 +30,7 @@ def eval_command(
     out: Path = typer.Option(None, "--out", help="Output directory (default runs/eval-<env>-<time>)."),
     split: str = typer.Option("test", help="train, test or all."),
     limit: int = typer.Option(0, help="Only the first N tasks (0: all)."),
+    skip: int = typer.Option(0, min=0, help="Skip the first N tasks of the split (before --limit)."),
     data: str = typer.Option(None, "--data", help="Data file, passed to the environment as env.args.data."),
     arg: list[str] = typer.Option(None, "--arg", metavar="KEY=VALUE", help=ENV_ARG_HELP),
     temperature: float = typer.Option(1.0, help="Sampling temperature."),
@@ -49,7 +50,7 @@ def eval_command(
     from rlaif.registry import load_environment
 
     env = load_environment(env_name, env_args(data, arg))
-    tasks = split_tasks(env, split, limit)
+    tasks = split_tasks(env, split, limit, skip)
     out = out or Path("runs") / f"eval-{env.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     endpoint = None if policy.startswith("vllm:") else policy_from_spec(policy)
     model_dir = require_model_dir(policy.removeprefix("vllm:")) if endpoint is None else None

@@ -52,7 +52,7 @@ def launch_command(
         config_path, overrides = args[0], args[1:]
     local = address is None or jobs.is_local(address)
     config, _ = jobs.prepare(config_path, overrides, local=local, resume=resume)
-    preflight(config, run_dir=resume, here=local)
+    preflight(config, run_dir=resume, here=local, submitted=True)
     submitted = jobs.submit(config_path, overrides, address=address, resume=resume)
     typer.echo(submitted.job_id)
     where = "" if address is None else f" --address {submitted.address}"

@@ -32,12 +32,14 @@ SKIP_PLACEMENT = "skip placement: checked against the cluster's nodes once Ray i
 LOCAL_RAY = "this machine (the run starts a local Ray on it)"
 
 
-def preflight(config: Config, *, run_dir: Path | None = None, here: bool = True, probe: bool = False) -> list[str]:
+def preflight(config: Config, *, run_dir: Path | None = None, here: bool = True, probe: bool = False,
+              submitted: bool = False) -> list[str]:
     """Check a train config; one line per check passed (`ok ...`) or skipped (`skip ...`), else RlaifError.
 
     `run_dir`: the run directory a resume writes to (default: a new one under `run.root`). `here=False` is a run
     submitted to a remote cluster: its model, sandboxes, run root and judge keys are the cluster's, which the run's
-    own preflight checks when the job starts there. `probe`: also make one real call to each judge.
+    own preflight checks when the job starts there. `probe`: also make one real call to each judge. `submitted`: a
+    job for a Ray cluster (`rlaif launch`), whose placement `rlaif.cluster.jobs` checks against the cluster's nodes.
 
     Cheap checks come first: the model's (its tokenizer loads `transformers`, seconds) comes last.
     """
@@ -52,7 +54,7 @@ def preflight(config: Config, *, run_dir: Path | None = None, here: bool = True,
     done.append("ok  " + check_writable(where, what, None if model is None else weights_bytes(model)))
     # A run that joins a cluster runs its sandboxes on the cluster's `sandbox` nodes, which it checks once Ray is up.
     joins = bool(config.train.ray_address or os.environ.get("RAY_ADDRESS"))
-    done.append(SKIP_PLACEMENT if joins else "ok  " + check_local_placement(config.train))
+    done.append(SKIP_PLACEMENT if joins or submitted else "ok  " + check_local_placement(config.train))
     if joins:
         done.append("skip sandbox: the cluster's sandbox nodes are checked once Ray is up")
     else:

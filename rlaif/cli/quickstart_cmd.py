@@ -39,7 +39,13 @@ TASKS = {"catalogue": "wide", "generated": 500, "test_fraction": 0.35}
 TEACHER_TASKS = 45
 EVAL = ["--split", "test", "-n", "4", "--temperature", "1.0", "--max-tokens", "48", "--concurrency", "16"]
 STAGES = ("base", "sft", "grpo")
-SFT = ["--epochs", "60", "--lr", "3e-3", "--batch-size", "8", "--max-length", "256"]
+SFT = ["--lr", "3e-3", "--batch-size", "8", "--max-length", "256"]
+SFT_EPOCHS = (20, 40, 60, 80)
+"""The candidates: one run of the last, saved after each; the one chosen is the best on the validation slice."""
+VALIDATION_TASKS = 40
+"""Training-split tasks after the teacher's (never held-out ones, never in SFT's data) that choose SFT's epochs."""
+VALIDATE = ["--split", "train", "--skip", str(TEACHER_TASKS), "--limit", str(VALIDATION_TASKS), "-n", "4",
+            "--temperature", "1.0", "--max-tokens", "48", "--concurrency", "16"]
 
 
 def quickstart_command(
@@ -70,9 +76,16 @@ def quickstart_command(
     _evaluate(f"vllm:{model}", out / "eval-base", backend, env, seed)
     _rlaif("collect", "pyfunc", "--teacher", teacher, "--limit", str(TEACHER_TASKS), "--max-tokens", "256",
            "--backend", backend, "--out", str(out / "teacher"), *env)
-    _rlaif("sft", str(out / "teacher"), "--model", str(model), "--out", str(out / "sft"), *SFT, "--seed", str(seed))
-    _evaluate(f"vllm:{out / 'sft'}", out / "eval-sft", backend, env, seed)
-    _rlaif("train", str(_grpo_config(config, out, teacher, backend, seed)))
+    _rlaif("sft", str(out / "teacher"), "--model", str(model), "--out", str(out / "sft"), *SFT, "--seed", str(seed),
+           "--epochs", str(SFT_EPOCHS[-1]), "--snapshot-epochs", ",".join(map(str, SFT_EPOCHS[:-1])))
+    validation = {}
+    for epochs in SFT_EPOCHS:
+        _evaluate(f"vllm:{_sft_model(out, epochs)}", out / f"validate-sft-{epochs}", backend, env, seed, VALIDATE)
+        validation[epochs] = read_pass_rates(out / f"validate-sft-{epochs}")
+    chosen = max(SFT_EPOCHS, key=lambda e: (sum(validation[e].values()), -e))  # ties: the shorter training
+    sft = _sft_model(out, chosen)
+    _evaluate(f"vllm:{sft}", out / "eval-sft", backend, env, seed)
+    _rlaif("train", str(_grpo_config(config, out, teacher, backend, seed, sft)))
     [run] = sorted(out.glob("grpo-*"))
     _evaluate(f"vllm:{run / 'model'}", out / "eval-grpo", backend, env, seed)
     rates = {stage: read_pass_rates(out / f"eval-{stage}") for stage in STAGES}
@@ -83,12 +96,14 @@ def quickstart_command(
     minutes = round((time.monotonic() - started) / 60, 1)
     summary = {"pass_at_1": pass_at_1, "ci": ci, "held_out_tasks": len(rates["base"]),
                "teacher_tasks": TEACHER_TASKS, "train_tasks": _train_tasks(seed), "samples_per_task": int(EVAL[3]),
+               "sft_epochs": chosen, "sft_validation": {str(e): round(sum(r.values()) / len(r), 3)
+                                                         for e, r in validation.items()},
                "seed": seed, "minutes": minutes, "teacher": teacher, "backend": backend, "run_dir": str(run)}
     tmp = out / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2) + "\n")
     os.replace(tmp, out / "summary.json")
     table = Table("stage", "held-out pass@1", "95% interval", "gain over the stage before", "its paired interval")
-    names = {"base": f"base ({model})", "sft": f"SFT on {teacher} trajectories",
+    names = {"base": f"base ({model})", "sft": f"SFT on {teacher} trajectories, {chosen} epochs",
              "grpo": "GRPO from SFT, unit-test rewards"}
     for before, stage in itertools.pairwise((None, *STAGES)):
         diff = diffs.get(f"{stage}_minus_{before}")
@@ -97,6 +112,8 @@ def quickstart_command(
     typer.echo(render(table))
     typer.echo(f"{summary['held_out_tasks']} held-out tasks x {summary['samples_per_task']} samples; the teacher "
                f"covered {TEACHER_TASKS} of {summary['train_tasks']} training tasks, GRPO trained on all of them")
+    typer.echo(f"SFT's epochs chosen on {VALIDATION_TASKS} other training tasks (pass@1 by epochs: "
+               + ", ".join(f"{e}: {v}" for e, v in summary["sft_validation"].items()) + ")")
     typer.echo(f"{minutes} minutes; GRPO run directory {run} (`rlaif report {run}`); summary in {out}/summary.json")
 
 
@@ -121,19 +138,24 @@ def _train_tasks(seed: int) -> int:
     return len(load_environment("pyfunc", {**TASKS, "seed": seed}).tasks("train"))
 
 
-def _evaluate(policy: str, out: Path, backend: str, env: list[str], seed: int) -> None:
-    _rlaif("eval", "pyfunc", "--policy", policy, *EVAL, "--backend", backend, "--out", str(out), *env,
+def _sft_model(out: Path, epochs: int) -> Path:
+    """The SFT model after `epochs`: the run's output for the last candidate, else its snapshot."""
+    return out / "sft" if epochs == SFT_EPOCHS[-1] else out / "sft" / f"epoch-{epochs}"
+
+
+def _evaluate(policy: str, out: Path, backend: str, env: list[str], seed: int, tasks: list[str] = EVAL) -> None:
+    _rlaif("eval", "pyfunc", "--policy", policy, *tasks, "--backend", backend, "--out", str(out), *env,
            "--seed", str(seed))
     summary = json.loads((out / "summary.json").read_text())
     if summary["pass@1"] is None or summary["skipped"]:
         raise RlaifError(f"evaluation in {out} skipped episodes {summary['skipped']}: infrastructure, not the model")
 
 
-def _grpo_config(example: Path, out: Path, teacher: str, backend: str, seed: int = 0) -> Path:
-    """The example config pointed at the SFT model, OUT and this seed's tasks; with a model teacher, the teacher
-    judges too."""
+def _grpo_config(example: Path, out: Path, teacher: str, backend: str, seed: int = 0, sft: Path | None = None) -> Path:
+    """The example config pointed at the SFT model (default OUT/sft), OUT and this seed's tasks; with a model
+    teacher, the teacher judges too."""
     config = yaml.safe_load(example.read_text())
-    config["model"] = {**config.get("model", {}), "path": str(out / "sft")}
+    config["model"] = {**config.get("model", {}), "path": str(sft or out / "sft")}
     config["run"] = {**config.get("run", {}), "name": "grpo", "root": str(out), "seed": seed}
     env = config.setdefault("env", {})
     env["args"] = {**env.get("args", {}), **TASKS, "seed": seed}

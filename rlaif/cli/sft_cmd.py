@@ -27,6 +27,8 @@ def sft_command(
     min_reward: float = typer.Option(None, help="Train only on rows with at least this reward."),
     dtype: str = typer.Option("auto", help="float32 or bfloat16 (mixed precision, GPU only); auto: bfloat16 on a "
                                            "GPU that supports it, else float32."),
+    snapshots: str = typer.Option("", "--snapshot-epochs", metavar="N,N,...",
+                                  help="Also save the model after these epochs, as OUT/epoch-N (early stops)."),
 ) -> None:
     """Fine-tune the student on teacher conversations, assistant tokens only; writes a plain model directory.
 
@@ -34,6 +36,7 @@ def sft_command(
     from rlaif.cli.preflight import sft_preflight
 
     out = out or Path("runs") / f"sft-{time.strftime('%Y%m%d-%H%M%S')}"
+    snapshot_epochs = _epochs(snapshots)
     sft_preflight(model, out)
     import datasets
     import huggingface_hub
@@ -46,7 +49,8 @@ def sft_command(
     huggingface_hub.utils.disable_progress_bars()
     datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # a file it cannot parse is our one-line error
     options = SFTOptions(epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum, max_length=max_length,
-                         lora_rank=lora_rank, lora_alpha=lora_alpha, seed=seed, min_reward=min_reward, dtype=dtype)
+                         lora_rank=lora_rank, lora_alpha=lora_alpha, seed=seed, min_reward=min_reward, dtype=dtype,
+                         snapshot_epochs=snapshot_epochs)
     # Started at the first step, so that an input error is the only line on stderr.
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TextColumn("{task.fields[status]}"), console=stderr)
@@ -70,3 +74,16 @@ def sft_command(
                f"{summary['train_loss']:.4f}, {summary['minutes']} min")
     typer.echo(f"model in {out}: start RL from it with `model.path: {out}` in a train config "
                f"(or `rlaif train CONFIG model.path={out}`)")
+
+
+def _epochs(text: str) -> tuple[int, ...]:
+    from rlaif.errors import RlaifError
+
+    try:
+        epochs = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise RlaifError(f"--snapshot-epochs {text!r} is not a comma-separated list of whole epochs (e.g. 20,40)") \
+            from None
+    if any(e < 1 for e in epochs):
+        raise RlaifError(f"--snapshot-epochs {text!r}: epochs start at 1")
+    return epochs

@@ -184,15 +184,16 @@ def remove_orphan_sandboxes() -> list[str]:
         return [name for name in pool.map(remove, orphans) if name]
 
 
-def _remove_sandboxes_settled() -> list[str]:
-    """`remove_orphan_sandboxes()` until a pass finds nothing: a container a killed worker asked for may
-    still be in the making when the first pass runs."""
+def _remove_sandboxes_settled(quiet_s: float = 5.0, limit_s: float = 60.0) -> list[str]:
+    """`remove_orphan_sandboxes()` once a second until `quiet_s` pass with nothing to remove (or `limit_s`): the
+    Docker engine may still be creating containers a killed worker asked for, seconds later on a loaded machine."""
     removed: list[str] = []
-    for _ in range(3):
+    started = last = time.monotonic()
+    while time.monotonic() - last < quiet_s and time.monotonic() - started < limit_s:
         found = remove_orphan_sandboxes()
-        removed += found
-        if not found:
-            break
+        if found:
+            removed += found
+            last = time.monotonic()
         time.sleep(1.0)
     return removed
 

@@ -61,6 +61,9 @@ class SFTOptions:
     dtype: str = "auto"
     """Training precision: float32, or bfloat16 (mixed precision over float32 weights, CUDA only); auto:
     bfloat16 on a GPU that supports it, float32 otherwise. The output keeps the base model's dtype."""
+    snapshot_epochs: tuple[int, ...] = ()
+    """Also save the model after each of these epochs (before the last), as `OUT/epoch-N/`: the candidates of an
+    early stop, chosen on a validation slice (the learning rate keeps its one schedule over all `epochs`)."""
 
 
 @dataclass
@@ -259,6 +262,8 @@ def run_sft(dataset: str | Path, model: str | Path, out: str | Path, options: SF
         # Master weights stay float32 (bfloat16 is autocast only): Adam's small steps would round away in bf16.
         policy = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
         trainer = _trainer(policy, tokenizer, trained, options, lr, precision, staging / "trainer", on_log)
+        if options.snapshot_epochs:
+            trainer.add_callback(_snapshots(options, tokenizer, staging, base_dtype))
         in_loss = sum(sum(label != -100 for label in labels) for labels in trainer.train_dataset["labels"])
         if in_loss != summary["tokens"]["assistant"]:  # a TRL that ignores `assistant_masks` trains on everything
             raise RuntimeError(f"SFTTrainer's labels put {in_loss} tokens in the loss, the assistant mask "
@@ -318,6 +323,25 @@ def _trainer(policy: Any, tokenizer: Any, examples: list[dict[str, list[int]]], 
 
         trainer.add_callback(Relay())
     return trainer
+
+
+def _snapshots(options: SFTOptions, tokenizer: Any, staging: Path, dtype: str) -> Any:
+    """A callback that saves a copy of the model (the one training goes on with stays as it is) after each of
+    `options.snapshot_epochs`."""
+    import copy
+
+    from transformers import TrainerCallback
+
+    wanted = {e for e in options.snapshot_epochs if 0 < e < options.epochs}
+
+    class Snapshots(TrainerCallback):
+        def on_epoch_end(self, args, state, control, model=None, **kwargs):
+            epoch = round(state.epoch)
+            if epoch in wanted and model is not None:
+                wanted.discard(epoch)
+                _save(copy.deepcopy(model), tokenizer, staging / f"epoch-{epoch}", dtype, lora=bool(options.lora_rank))
+
+    return Snapshots()
 
 
 def _save(model: Any, tokenizer: Any, directory: Path, dtype: str, lora: bool) -> None:
