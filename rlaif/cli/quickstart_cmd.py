@@ -44,8 +44,8 @@ SFT_EPOCHS = (20, 40, 60, 80)
 """The candidates: one run of the last, saved after each; the one chosen is the best on the validation slice."""
 VALIDATION_TASKS = 40
 """Training-split tasks after the teacher's (never held-out ones, never in SFT's data) that choose SFT's epochs."""
-VALIDATE = ["--split", "train", "--skip", str(TEACHER_TASKS), "--limit", str(VALIDATION_TASKS), "-n", "4",
-            "--temperature", "1.0", "--max-tokens", "48", "--concurrency", "16"]
+VALIDATE = ["--split", "train", "--limit", str(VALIDATION_TASKS), "-n", "4", "--temperature", "1.0", "--max-tokens",
+            "48", "--concurrency", "16"]
 
 
 def quickstart_command(
@@ -57,6 +57,8 @@ def quickstart_command(
     backend: str = typer.Option("local", "--backend",
                                 help="Sandbox for every grading: local (bubblewrap, about 3x faster here) or docker."),
     seed: int = typer.Option(0, "--seed", help="Every seed: task generation and split, sampling, SFT, GRPO."),
+    teacher_tasks: int = typer.Option(TEACHER_TASKS, "--teacher-tasks", min=1,
+                                      help="The teacher's budget: the first N training tasks."),
 ) -> None:
     """Base -> collect -> SFT -> GRPO on the CPU, and a table of held-out pass@1 after each stage."""
     if not config.is_file():
@@ -74,13 +76,14 @@ def quickstart_command(
         _rlaif("model", "tiny", "--out", str(model))
     env = _env_args(seed)
     _evaluate(f"vllm:{model}", out / "eval-base", backend, env, seed)
-    _rlaif("collect", "pyfunc", "--teacher", teacher, "--limit", str(TEACHER_TASKS), "--max-tokens", "256",
+    _rlaif("collect", "pyfunc", "--teacher", teacher, "--limit", str(teacher_tasks), "--max-tokens", "256",
            "--backend", backend, "--out", str(out / "teacher"), *env)
     _rlaif("sft", str(out / "teacher"), "--model", str(model), "--out", str(out / "sft"), *SFT, "--seed", str(seed),
            "--epochs", str(SFT_EPOCHS[-1]), "--snapshot-epochs", ",".join(map(str, SFT_EPOCHS[:-1])))
     validation = {}
     for epochs in SFT_EPOCHS:
-        _evaluate(f"vllm:{_sft_model(out, epochs)}", out / f"validate-sft-{epochs}", backend, env, seed, VALIDATE)
+        _evaluate(f"vllm:{_sft_model(out, epochs)}", out / f"validate-sft-{epochs}", backend, env, seed,
+                  [*VALIDATE, "--skip", str(teacher_tasks)])
         validation[epochs] = read_pass_rates(out / f"validate-sft-{epochs}")
     chosen = max(SFT_EPOCHS, key=lambda e: (sum(validation[e].values()), -e))  # ties: the shorter training
     sft = _sft_model(out, chosen)
@@ -95,7 +98,7 @@ def quickstart_command(
     ci |= {name: interval for name, (_, interval, _) in diffs.items()}
     minutes = round((time.monotonic() - started) / 60, 1)
     summary = {"pass_at_1": pass_at_1, "ci": ci, "held_out_tasks": len(rates["base"]),
-               "teacher_tasks": TEACHER_TASKS, "train_tasks": _train_tasks(seed), "samples_per_task": int(EVAL[3]),
+               "teacher_tasks": teacher_tasks, "train_tasks": _train_tasks(seed), "samples_per_task": int(EVAL[3]),
                "sft_epochs": chosen, "sft_validation": {str(e): round(sum(r.values()) / len(r), 3)
                                                          for e, r in validation.items()},
                "seed": seed, "minutes": minutes, "teacher": teacher, "backend": backend, "run_dir": str(run)}
@@ -111,7 +114,7 @@ def quickstart_command(
                       "" if diff is None else f"{diff[0]:+.3f}", "" if diff is None else show_interval(diff[1]))
     typer.echo(render(table))
     typer.echo(f"{summary['held_out_tasks']} held-out tasks x {summary['samples_per_task']} samples; the teacher "
-               f"covered {TEACHER_TASKS} of {summary['train_tasks']} training tasks, GRPO trained on all of them")
+               f"covered {teacher_tasks} of {summary['train_tasks']} training tasks, GRPO trained on all of them")
     typer.echo(f"SFT's epochs chosen on {VALIDATION_TASKS} other training tasks (pass@1 by epochs: "
                + ", ".join(f"{e}: {v}" for e, v in summary["sft_validation"].items()) + ")")
     typer.echo(f"{minutes} minutes; GRPO run directory {run} (`rlaif report {run}`); summary in {out}/summary.json")
