@@ -117,3 +117,16 @@ def test_the_wide_catalogue_has_discriminating_tests_and_a_held_out_split_in_the
         env = load_environment("pyfunc", {**TASKS, "seed": seed})
         train, test = env.tasks("train"), env.tasks("test")
         assert len(test) >= 150 and not {t.id for t in train} & {t.id for t in test}
+
+
+def test_each_seeded_episode_samples_with_its_own_seed():
+    from rlaif.eval.evaluation import episode_sampling
+    from rlaif.policies.endpoints import Sampling
+
+    plain = Sampling(temperature=1.0)
+    assert episode_sampling(plain, "t", 0) is plain, "no seed: the engine's own stream"
+    seeded = Sampling(temperature=1.0, seed=3)
+    seeds = {episode_sampling(seeded, task, i).seed for task in ("a", "b") for i in range(4)}
+    assert len(seeds) == 8, "every sample of every task its own seed"
+    assert episode_sampling(seeded, "a", 1) == episode_sampling(seeded, "a", 1)
+    assert episode_sampling(seeded, "a", 1).seed != episode_sampling(Sampling(seed=4), "a", 1).seed

@@ -40,7 +40,8 @@ def eval_command(
     config: str = typer.Option(None, "--config", help="Config file whose reward.judges judged graders use."),
     max_skipped: float = typer.Option(1.0, min=0.0, max=1.0, help="Fail when a larger share of the episodes failed "
                                       "on infrastructure (1.0: only when all did)."),
-    seed: int = typer.Option(0, help="Seed of a vllm: engine's sampling and of the interval's bootstrap."),
+    seed: int = typer.Option(0, help="Seed of the sampling (each episode's own, derived from it) and of the interval's "
+                                      "bootstrap."),
 ) -> None:
     """Run the agent loop with a policy, grade every episode, write trajectories.jsonl and summary.json."""
     from rlaif.eval.evaluation import check_skipped, evaluate, infra_fix, summarize
@@ -57,7 +58,7 @@ def eval_command(
     episode_preflight(env, tasks, out=out, backend=backend, config_path=config, model=model_dir,
                       endpoint=None if endpoint is None else endpoint.base_url)
     out.mkdir(parents=True, exist_ok=True)
-    sampling = Sampling(temperature=temperature, max_tokens=max_tokens)
+    sampling = Sampling(temperature=temperature, max_tokens=max_tokens, seed=seed)
     started = time.monotonic()
 
     async def run() -> list:

@@ -36,7 +36,7 @@ from rlaif.eval.stats import bootstrap_ci, paired_ci, read_pass_rates, show_inte
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "quickstart.yaml"
 TASKS = {"catalogue": "wide", "generated": 500, "test_fraction": 0.35}
 """pyfunc's arguments (and `seed`): about 310 training and 190 held-out functions of 34 families."""
-TEACHER_TASKS = 45
+TEACHER_TASKS = 150
 EVAL = ["--split", "test", "-n", "4", "--temperature", "1.0", "--max-tokens", "48", "--concurrency", "16"]
 STAGES = ("base", "sft", "grpo")
 SFT = ["--lr", "3e-3", "--batch-size", "8", "--max-length", "256"]

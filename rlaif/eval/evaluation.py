@@ -8,6 +8,7 @@ skipped, by reason, and never enter pass rates; `check_skipped` turns too many o
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -38,11 +39,21 @@ async def evaluate(env: Environment, tasks: list[Task], make_policy: Callable[[T
 
     async def one(task: Task, index: int) -> Trajectory:
         async with slots:
-            traj = await run_and_grade(env, task, make_policy(task), ctx, sampling, group_id=f"{task.id}#{index}")
+            traj = await run_and_grade(env, task, make_policy(task), ctx, episode_sampling(sampling, task.id, index),
+                                       group_id=f"{task.id}#{index}")
         on_done(traj)
         return traj
 
     return await asyncio.gather(*(one(task, i) for task in tasks for i in range(samples)))
+
+
+def episode_sampling(sampling: Sampling, task_id: str, index: int) -> Sampling:
+    """With a seed, each episode gets its own, derived from the task and the sample's index: its tokens then do not
+    depend on which other requests share the engine's batch, or in which order they finish."""
+    if sampling.seed is None:
+        return sampling
+    digest = hashlib.sha256(f"{sampling.seed}:{task_id}:{index}".encode()).digest()
+    return sampling.model_copy(update={"seed": int.from_bytes(digest[:4], "big")})
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
