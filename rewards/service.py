@@ -138,7 +138,9 @@ class RewardService:
             self.stats["graded"] += n
             return result if isinstance(result, list) else [result]
         self.stats["failed"] += n
-        return [RewardResult(status="infra_error", details={"error": f"reward workers failed: {error}"})] * n
+        # One object per trajectory: a list of one object n times would make an edit to one reward an edit to all.
+        return [RewardResult(status="infra_error", details={"error": f"reward workers failed: {error}"})
+                for _ in range(n)]
 
     def _on_event(self, event: Event, i: int) -> None:
         if event == "call_lost":
