@@ -148,4 +148,7 @@ def test_sigkill_mid_run_then_resume_loses_and_repeats_nothing(tiny_model, tmp_p
     rows = _lines(run / "trajectories.jsonl")
     assert len({r["id"] for r in rows}) == len(rows)  # rows written after the checkpoint were rolled back
     accepted = {r["group_index"] for r in rows if r["dropped"] is None}
-    assert accepted == set(trained) | left  # every accepted group is trained or still buffered: none lost
+    # Every accepted group is trained or still buffered: none lost. Groups that finished after the last step, as
+    # the run was ending, are recorded but no step needed them.
+    late = accepted - set(trained) - left
+    assert set(trained) | left <= accepted and all(i > max(trained) for i in late), late
