@@ -2,6 +2,7 @@
 # Makes this host ready for rlaif's sandboxes; idempotent.
 # - the Debian tools image builds and the local sandbox backend use: debootstrap, bubblewrap, and the system
 #   python's pytest (the local backend grades with the host's /usr/bin/python3);
+# - chromium, the headless browser tests/test_report_html.py drives;
 # - a Docker engine that answers. As root on Debian/Ubuntu it installs docker.io when dockerd is missing and
 #   starts dockerd with no bridge network (containers run with --network none; nothing here needs one).
 # Without root it only checks, and says what to install.
@@ -12,6 +13,7 @@ missing=()
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
 /usr/bin/python3 -c "import pytest" >/dev/null 2>&1 || missing+=(python3-pytest)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v dockerd >/dev/null 2>&1 || engine_up || missing+=(docker.io)
 
 if [ ${#missing[@]} -gt 0 ]; then

@@ -198,3 +198,23 @@ def test_twenty_syncs_leave_the_lora_base_weights_bit_identical(tiny_model):
     plain = {n.replace(".base_layer.", "."): p for n, p in learner.model.get_base_model().named_parameters()
              if "lora_" not in n}
     assert any(not torch.equal(t, plain[n]) for n, t in first), "the merged weights carry the adapters' delta"
+
+
+def test_entropy_is_the_sampling_distributions_on_the_trained_tokens(tiny_model):
+    """The logged entropy is that of the whole next-token distribution at the sampling temperature, averaged over
+    the loss mask's tokens, as the policy was before the update: computed here from the model's own logits."""
+    from transformers import AutoTokenizer
+
+    learner = Learner(str(tiny_model), lr=1e-3, temperature=0.7)
+    samples = _samples(learner, AutoTokenizer.from_pretrained(tiny_model))[::2]
+    samples = [Sample(s.prompt_ids, s.completion_ids, s.behaviour_logprobs, [0, *s.loss_mask[1:]], s.advantage)
+               for s in samples]
+    expected = []
+    with torch.no_grad():
+        for s in samples:
+            logits = learner.model(input_ids=torch.tensor([s.prompt_ids + s.completion_ids])).logits[0]
+            rows = torch.log_softmax(logits[len(s.prompt_ids) - 1:-1] / 0.7, -1)
+            expected += (-(rows.exp() * rows).sum(-1))[1:].tolist()  # the first token is masked out
+    metrics = learner.step(samples)
+    assert metrics["entropy"] == pytest.approx(sum(expected) / len(expected), rel=1e-4)
+    assert 0 < metrics["entropy"] < torch.log(torch.tensor(float(learner.model.config.vocab_size)))

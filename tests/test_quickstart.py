@@ -4,13 +4,14 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 import pytest
 import yaml
 
-from rlaif.cli.quickstart_cmd import EXAMPLE, TASKS, _grpo_config
+from rlaif.cli.quickstart_cmd import EXAMPLE, TASKS, _grpo_config, grpo_curve
 from rlaif.core.config import load_config
 
 pytestmark = pytest.mark.unit
@@ -26,6 +27,17 @@ def test_the_grpo_config_starts_from_the_sft_model_and_a_model_teacher_also_judg
     assert [j.endpoint for j in judged.reward.judges] == ["anthropic:claude-sonnet-4-5"]
     [component] = [c for c in judged.reward.components if c.kind == "judge"]
     assert component.judge == "teacher" and component.gate == "tests" and judged.sandbox.backend == "docker"
+
+
+
+def test_the_grpo_curve_is_read_from_the_runs_metrics(tmp_path):
+    rows = [{"step": k, "reward/mean": k / 20, "entropy": 2 - k / 20, "trained_groups": [k, k + 100],
+             "dropped_total/no_signal": 3 * k, **({"heldout/pass@1": k / 40} if k % 10 == 0 else {})}
+            for k in range(1, 21)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert grpo_curve(tmp_path) == {"reward_first": 0.275, "reward_last": 0.775, "entropy_first": 1.725,
+                                    "entropy_last": 1.225, "heldout_probe": {10: 0.25, 20: 0.5},
+                                    "groups_trained": 40, "groups_no_signal": 60}
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -50,16 +50,28 @@ def _assert_learned(metrics: list[dict]) -> None:
 
 
 def test_grpo_sync_learns_and_writes_the_run_directory(tiny_model, ray_local, tmp_path):
-    summary = _train(tiny_model, tmp_path, "learner.steps=30", "train.mode=sync")
+    summary = _train(tiny_model, tmp_path, "learner.steps=30", "train.mode=sync", "train.heldout_every=10")
     run = Path(summary["run_dir"])
     metrics = _lines(run / "metrics.jsonl")
     _assert_learned(metrics)
+    # The held-out probe scores the weights of its step: at the end it agrees with the late training reward (the
+    # digits test split asks the same as the train split), not with the early one.
+    probes = [m for m in metrics if m.get("heldout/reward") is not None]
+    early, late = (statistics.mean(m["reward/mean"] for m in part) for part in (metrics[:5], metrics[-5:]))
+    print("held-out probe:", [(m["step"], round(m["heldout/reward"], 3), m["heldout/pass@1"]) for m in probes])
+    assert [m["step"] for m in probes] == [10, 20, 30] and all(m["heldout/skipped"] == 0 for m in probes)
+    assert abs(probes[-1]["heldout/reward"] - late) < abs(probes[-1]["heldout/reward"] - early)
+    assert all(0 < m["entropy"] < 10 for m in metrics)
     assert [m["step"] for m in metrics] == list(range(1, 31)) and metrics[-1]["version"] == 30
     assert all(m["staleness/max"] == 0 for m in metrics)  # sync: on-policy
     syncs = [m["time/sync_s"] for m in metrics]
     print(f"weight sync s: median {statistics.median(syncs):.4f}, max {max(syncs):.4f}")
     trajectories = _lines(run / "trajectories.jsonl")
-    assert len(trajectories) == sum(m["episodes"] for m in metrics)
+    trained = {g for m in metrics for g in m["trained_groups"]}
+    # Generation goes on during the last step's held-out probe: those groups are written, never trained (the known
+    # end-of-run race); the probe's own episodes are never written.
+    assert len([t for t in trajectories if t["group_index"] in trained]) == sum(m["episodes"] for m in metrics)
+    assert all(t["group_index"] >= 0 for t in trajectories)
     turns = [t["turns"][0] for t in trajectories]
     assert all(turn["completion_ids"] and len(turn["logprobs"]) == len(turn["completion_ids"]) for turn in turns)
     assert list((run / "tb").glob("events.out.tfevents.*")) and (run / "config.yaml").exists()

@@ -115,6 +115,33 @@ def test_the_task_stream_visits_every_task_once_per_epoch_and_is_reproducible(tm
     assert first == [_trainer(tmp_path).task_at(i).id for i in range(n)]
 
 
+def test_tasks_without_signal_are_passed_over_for_the_next_epochs_then_come_back(tmp_path):
+    trainer = _trainer(tmp_path, "learner.skip_no_signal_epochs=1")
+    n = len(trainer.tasks)
+    flat = {trainer.task_at(i).id for i in range(0, n, 2)}  # half the tasks: every sample gets the same reward
+
+    async def generate(index: int) -> ScoredGroup:
+        task = trainer.task_at(index)
+        rewards = [0.5, 0.5] if task.id in flat else [1.0, 0.0]
+        return ScoredGroup(index, 0, [_traj(r).model_copy(update={"task_id": task.id}) for r in rewards])
+
+    async def produce(count: int) -> list[str]:
+        ids = []
+        for _ in range(count):
+            index = trainer._next_index()
+            trainer.inflight[index] = None
+            await trainer._produce(index)
+            ids.append(trainer.task_at(index).id)
+        return ids
+
+    trainer._generate_group = generate
+    assert sorted(asyncio.run(produce(n))) == sorted(t.id for t in trainer.tasks)  # epoch 0: all of them
+    assert set(asyncio.run(produce(n - len(flat)))) == {t.id for t in trainer.tasks} - flat  # epoch 1: not `flat`
+    assert trainer.step_stats["skipped/no_signal"] == len(flat)
+    assert sorted(asyncio.run(produce(n))) == sorted(t.id for t in trainer.tasks)  # epoch 2: back
+    assert len(trainer.state.buffer) == 2 * n - len(flat) and trainer.state.dropped["no_signal"] == 2 * len(flat)
+
+
 def _rlaif(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "rlaif.cli", *args], capture_output=True, text=True, cwd=REPO)
 

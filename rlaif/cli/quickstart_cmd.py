@@ -30,6 +30,7 @@ import yaml
 from rich.table import Table
 
 from rlaif.cli.progress import render
+from rlaif.core.jsonl import read_jsonl
 from rlaif.errors import RlaifError
 from rlaif.eval.stats import bootstrap_ci, paired_ci, read_pass_rates, show_interval
 
@@ -101,7 +102,8 @@ def quickstart_command(
                "teacher_tasks": teacher_tasks, "train_tasks": _train_tasks(seed), "samples_per_task": int(EVAL[3]),
                "sft_epochs": chosen, "sft_validation": {str(e): round(sum(r.values()) / len(r), 3)
                                                          for e, r in validation.items()},
-               "seed": seed, "minutes": minutes, "teacher": teacher, "backend": backend, "run_dir": str(run)}
+               "seed": seed, "minutes": minutes, "teacher": teacher, "backend": backend, "run_dir": str(run),
+               "grpo_curve": grpo_curve(run)}
     tmp = out / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2) + "\n")
     os.replace(tmp, out / "summary.json")
@@ -117,7 +119,29 @@ def quickstart_command(
                f"covered {teacher_tasks} of {summary['train_tasks']} training tasks, GRPO trained on all of them")
     typer.echo(f"SFT's epochs chosen on {VALIDATION_TASKS} other training tasks (pass@1 by epochs: "
                + ", ".join(f"{e}: {v}" for e, v in summary["sft_validation"].items()) + ")")
+    curve = summary["grpo_curve"]
+    typer.echo(f"GRPO: training reward {curve['reward_first']} (first 10 steps) -> {curve['reward_last']} (last 10), "
+               f"entropy {curve['entropy_first']} -> {curve['entropy_last']}, held-out probe by step "
+               f"{curve['heldout_probe'] or 'not run'}; groups trained {curve['groups_trained']}, dropped without "
+               f"signal {curve['groups_no_signal']}")
     typer.echo(f"{minutes} minutes; GRPO run directory {run} (`rlaif report {run}`); summary in {out}/summary.json")
+
+
+def grpo_curve(run: Path) -> dict:
+    """The GRPO run's learning curve, from its metrics.jsonl: the training reward and the policy's entropy over the
+    first and last 10 steps, the held-out probe (`train.heldout_every`) by step, and the groups trained and dropped."""
+    steps = read_jsonl(run / "metrics.jsonl", ("step",), "metrics line")
+
+    def mean(key: str, part: list[dict]) -> float | None:
+        values = [m[key] for m in part if m.get(key) is not None]
+        return round(sum(values) / len(values), 3) if values else None
+
+    return {"reward_first": mean("reward/mean", steps[:10]), "reward_last": mean("reward/mean", steps[-10:]),
+            "entropy_first": mean("entropy", steps[:10]), "entropy_last": mean("entropy", steps[-10:]),
+            "heldout_probe": {m["step"]: round(m["heldout/pass@1"], 3) for m in steps
+                              if m.get("heldout/pass@1") is not None},
+            "groups_trained": sum(len(m["trained_groups"]) for m in steps),
+            "groups_no_signal": steps[-1].get("dropped_total/no_signal", 0) if steps else 0}
 
 
 def _rlaif(*args: str) -> None:

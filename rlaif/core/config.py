@@ -138,6 +138,10 @@ class LearnerConfig(Section):
     its advantages)."""
     dynamic_sampling: bool = True
     """Drop groups whose rewards are all equal (no signal) and refill the batch with new tasks (DAPO)."""
+    skip_no_signal_epochs: int = Field(default=0, ge=0)
+    """A task whose group had no signal (every reward equal: solved, or failed by every sample) is passed over for
+    this many of the next epochs of the task stream, so generation goes to tasks that can teach (as GRESO). It comes
+    back after them: a policy that moved may have made it teachable. 0: every task, every epoch."""
     max_fill_rounds: int = Field(default=4, ge=1)
     """With dynamic sampling: at most batch_tasks x this many groups are tried for one step; a step that
     still lacks groups trains on what it has. A draw with nothing to train on is not a step: it is counted
@@ -223,6 +227,14 @@ class TrainConfig(Section):
     probe_tolerance: float | None = Field(default=None, gt=0)
     """Largest difference of a probe token's logprob allowed between engine and learner; None: 0.02 for float32
     models, 0.2 for bfloat16 (the learner computes in bf16 under autocast, the engine in its own kernels)."""
+    heldout_every: int = Field(default=0, ge=0)
+    """Every this many steps (and at the last), score the current weights on held-out tasks: the learning curve's
+    held-out side, logged as `heldout/pass@1` (mean over tasks of the share of samples with reward 1, as `rlaif eval`
+    counts) and `heldout/reward`. Graded by the run's own reward, judges included (they are billed). 0: never."""
+    heldout_tasks: int = Field(default=32, ge=1)
+    """The probe's tasks: the first this many of the environment's test split."""
+    heldout_samples: int = Field(default=2, ge=1)
+    """Samples per held-out task, at the rollout's temperature."""
     checkpoint_every: int = Field(default=10, ge=0)
     """Checkpoint every this many steps (and at the end); 0: only at the end."""
     keep_checkpoints: int = Field(default=2, ge=1)

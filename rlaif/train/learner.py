@@ -103,9 +103,16 @@ class Learner:
 
     def token_logprobs(self, model: torch.nn.Module, samples: list[Sample],
                        temperature: float | None = None) -> tuple[Tensor, Tensor]:
+        """(B, T) logprobs and (B, T) loss mask: `scores` without the entropy."""
+        logprobs, mask, _ = self.scores(model, samples, temperature)
+        return logprobs, mask
+
+    def scores(self, model: torch.nn.Module, samples: list[Sample], temperature: float | None = None,
+               entropy: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
         """(B, T) logprobs of each sample's completion ids under `model` at the sampling temperature (the
         distribution the tokens were drawn from, as the engine reports it; `temperature` overrides it), and the
-        (B, T) loss mask (0 on padding).
+        (B, T) loss mask (0 on padding); with `entropy`, also each position's entropy of the whole distribution at
+        that temperature (detached, 0 on padding): a policy collapsing onto one answer shows it falling.
 
         The batch is right-padded; the model computes logits only from the first completion position on
         (`logits_to_keep`), and one gather picks every sample's completion rows, so the work does not grow with
@@ -126,10 +133,15 @@ class Learner:
         picked = logits.gather(1, rows[:, :, None].expand(-1, -1, logits.size(-1)))
         targets = self._padded([s.completion_ids for s in samples], steps.numel(), 0, torch.long)
         scale = self.temperature if temperature is None else temperature
-        logprobs = torch.log_softmax(picked.float() / scale, -1).gather(2, targets[:, :, None])[:, :, 0]
-        logprobs = logprobs.masked_fill(~inside.to(self.device), 0.0)
+        distribution = torch.log_softmax(picked.float() / scale, -1)
+        padding = ~inside.to(self.device)
+        logprobs = distribution.gather(2, targets[:, :, None])[:, :, 0].masked_fill(padding, 0.0)
         mask = self._padded([s.loss_mask for s in samples], steps.numel(), 0, torch.float32)
-        return logprobs, mask
+        if not entropy:
+            return logprobs, mask, None
+        with torch.no_grad():
+            entropies = -(distribution.exp() * distribution).sum(-1).masked_fill(padding, 0.0)
+        return logprobs, mask, entropies
 
     def _padded(self, rows: list[list], width: int, value: float, dtype: torch.dtype) -> Tensor:
         """`rows` right-padded with `value` to `width`, as one (len(rows), width) tensor on the device."""
@@ -166,7 +178,7 @@ class Learner:
         current one, its logprobs the current ones detached (the ratio is 1; no extra forward pass).
 
         In a data-parallel group, `samples` is this rank's shard and the totals are the whole batch's; the
-        additive metrics (loss, clip fractions, tokens, samples) are this shard's share of the batch's.
+        additive metrics (loss, clip fractions, entropy, tokens, samples) are this shard's share of the batch's.
         The (clipped) gradients stay in the parameters' `.grad` until the next step.
         """
         started = time.monotonic()
@@ -231,7 +243,7 @@ class Learner:
         for at in range(0, len(chosen), self.micro_batch):
             ids = chosen[at:at + self.micro_batch]
             chunk = [samples[i] for i in ids]
-            logprobs, mask = self.token_logprobs(self.model, chunk)
+            logprobs, mask, entropy = self.scores(self.model, chunk, entropy=True)
             behaviour = self._padded([s.behaviour_logprobs for s in chunk], logprobs.size(1), 0.0, torch.float32)
             loss, chunk_metrics = policy_loss(
                 logprobs, pad([old[i] for i in ids], batch_first=True) if old is not None else logprobs.detach(),
@@ -242,6 +254,7 @@ class Learner:
                      else len(chunk) / total_samples)
             (loss * share).backward()
             loss_sum += loss.detach().double() * share
+            chunk_metrics["entropy"] = float((entropy * mask).sum() / mask.sum().clamp(min=1.0))
             for key, value in chunk_metrics.items():
                 metrics[key] = metrics.get(key, 0.0) + value * share
         metrics["loss"] = loss_sum.item()

@@ -28,6 +28,7 @@ again, so a resume with a raised budget loses and repeats nothing.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import random
 import shutil
@@ -43,6 +44,7 @@ from rlaif.cluster.actors import actor_lost
 from rlaif.core.config import Config, dump_config
 from rlaif.env import Submission
 from rlaif.errors import RlaifError
+from rlaif.eval.stats import task_pass_rates
 from rlaif.registry import load_environment
 from rlaif.train import checkpoint
 from rlaif.train.actors import RunActors, start_ray
@@ -74,6 +76,7 @@ class _State:
     dropped: Counter[str] = field(default_factory=Counter)
     lost: Counter[str] = field(default_factory=Counter)
     samples: int = 0
+    no_signal: dict[str, int] = field(default_factory=dict)  # task id -> the stream epoch its group had no signal
 
 
 class Trainer:
@@ -83,6 +86,7 @@ class Trainer:
         self.config, self.rundir, self.on_step = config, run, on_step
         self.env = load_environment(config.env.name, config.env.args)
         self.tasks: list[Task] = self.env.tasks("train")
+        self.heldout: list[Task] = self.env.tasks("test") if config.train.heldout_every else []
         if not self.tasks:
             raise RlaifError(f"environment {config.env.name!r} has no train tasks; check env.args")
         if config.rollout.group_size < 2:
@@ -111,8 +115,18 @@ class Trainer:
         return self.tasks[order[offset]]
 
     def _next_index(self) -> int:
+        """The next group's stream index: a requeued one first, else the cursor's, passing over tasks whose last group
+        had no signal within `skip_no_signal_epochs` epochs (unless every task is passed over: then the cursor's)."""
         if self.state.requeue:
             return self.state.requeue.pop(0)
+        skip = self.config.learner.skip_no_signal_epochs
+        for _ in range(len(self.tasks) if skip else 0):
+            epoch = self.state.cursor // len(self.tasks)
+            last = self.state.no_signal.get(self.task_at(self.state.cursor).id)
+            if last is None or epoch - last > skip:
+                break
+            self.state.cursor += 1
+            self.step_stats["skipped/no_signal"] += 1
         self.state.cursor += 1
         return self.state.cursor - 1
 
@@ -180,6 +194,8 @@ class Trainer:
         self.rundir.append_trajectories(rows)
         del self.inflight[index]
         self.finished_since_draw += 1
+        if reason == "no_signal":
+            self.state.no_signal[group.trajectories[0].task_id] = index // len(self.tasks)
         if reason:
             self._count_drop(reason)
         else:
@@ -202,22 +218,26 @@ class Trainer:
         self.step_stats[f"lost/{what}"] += 1
 
     async def _generate_group(self, index: int) -> ScoredGroup:
-        task, n = self.task_at(index), self.config.rollout.group_size
+        task = self.task_at(index)
         version = self.engine_version
-        group_id = f"{task.id}@{index}"
+        trajectories = await self._graded_group(task, self.config.rollout.group_size, index, f"{task.id}@{index}")
+        return ScoredGroup(index, min([version, *(t.weight_version for t in trajectories)]), trajectories)
 
+    async def _graded_group(self, task: Task, n: int, key: int, group_id: str) -> list[Trajectory]:
+        """`n` episodes of `task` on the fleet (`key` picks the worker), graded by the run's reward: episode by episode
+        as each finishes, or together once all have when a group-mode judge is in the reward."""
         together = group_judged([*self.env.graders(task), *self.config.reward.components], self.config.reward.judges)
 
-        async def episode(j: int) -> tuple[Trajectory, Submission | None]:
+        async def episode() -> tuple[Trajectory, Submission | None]:
             async with self.episode_slots:
-                traj, submission = await self.actors.fleet.rollout(index, task, group_id)
+                traj, submission = await self.actors.fleet.rollout(key, task, group_id)
             if submission is not None and not together:
                 started = time.monotonic()
                 traj.reward = await self.actors.reward.grade(task, submission)
                 traj.timings["reward"] = time.monotonic() - started
             return traj, submission
 
-        episodes = await _all_or_none([episode(j) for j in range(n)])
+        episodes = await _all_or_none([episode() for _ in range(n)])
         trajectories = [traj for traj, _ in episodes]
         submissions = [submission for _, submission in episodes]
         if together and None not in submissions:  # else an episode failed: the group is dropped as infra_error
@@ -225,7 +245,27 @@ class Trainer:
             rewards = await self.actors.reward.grade_group(task, submissions, group_id)
             for traj, reward in zip(trajectories, rewards, strict=True):
                 traj.reward, traj.timings["reward"] = reward, time.monotonic() - started
-        return ScoredGroup(index, min([version, *(t.weight_version for t in trajectories)]), list(trajectories))
+        return trajectories
+
+    async def heldout_probe(self) -> dict[str, float]:
+        """The current weights on the first `heldout_tasks` held-out tasks, `heldout_samples` each: `heldout/pass@1`
+        (as `rlaif eval` counts it), `heldout/reward` and the seconds it took. It runs between two steps, so every
+        episode uses this step's weights (no sync can happen meanwhile); training groups go on being generated.
+        Episodes lost to infrastructure are not samples; `heldout/skipped` counts them."""
+        started = time.monotonic()
+        tasks = self.heldout[:self.config.train.heldout_tasks]
+        n = self.config.train.heldout_samples
+        groups = await asyncio.gather(*(self._graded_group(task, n, -1 - i, f"heldout:{task.id}@{self.state.step}")
+                                        for i, task in enumerate(tasks)), return_exceptions=True)
+        for outcome in groups:  # a lost worker costs the probe samples; anything else stops the run, as in training
+            if isinstance(outcome, BaseException) and not actor_lost(outcome):
+                raise outcome
+        trajs = [t for g in groups if not isinstance(g, BaseException) for t in g]
+        scored = [t for t in trajs if t.reward is not None and not t.infra_error()]
+        rates = task_pass_rates(scored)
+        return {"heldout/pass@1": sum(rates.values()) / len(rates) if rates else math.nan,
+                "heldout/reward": sum(t.reward.total for t in scored) / len(scored) if scored else math.nan,
+                "heldout/skipped": float(len(tasks) * n - len(scored)), "time/heldout_s": time.monotonic() - started}
 
     # ---- training -----------------------------------------------------------------------------------------
     async def _next_batch(self) -> list[ScoredGroup]:
@@ -296,6 +336,9 @@ class Trainer:
                 else:
                     self.changed.set()
                 step_s = time.monotonic() - step_start
+                every = self.config.train.heldout_every
+                if every and (self.state.step % every == 0 or last):
+                    metrics.update(await self.heldout_probe())
                 episodes = sum(len(g.trajectories) for g in batch)
                 phases = {"wait": wait_s, "train": train_s, "sync": sync_s, "step": step_s,
                           "generate": metrics.pop("_generate_s"), "reward": metrics.pop("_reward_s")}
@@ -372,7 +415,7 @@ class Trainer:
             "step": s.step, "version": s.version, "cursor": s.cursor,
             "requeue": sorted([*s.requeue, *self.inflight]),
             "buffer": [g.to_json() for g in s.buffer], "dropped": dict(s.dropped), "lost": dict(s.lost),
-            "samples": s.samples,
+            "samples": s.samples, "no_signal": dict(s.no_signal),
             "offsets": self.rundir.offsets(), "config": dump_config(self.config),
         }
         staging = checkpoint.staging_dir(self.rundir.path, s.step)
@@ -385,7 +428,7 @@ class Trainer:
         self.state = _State(step=data["step"], version=data["version"], cursor=data["cursor"],
                             buffer=[ScoredGroup.from_json(g) for g in data["buffer"]], requeue=list(data["requeue"]),
                             dropped=Counter(data["dropped"]), lost=Counter(data.get("lost", {})),
-                            samples=data["samples"])
+                            samples=data["samples"], no_signal=dict(data.get("no_signal", {})))
         self.rundir.truncate(data["offsets"])
 
 
