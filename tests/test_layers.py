@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 PACKAGES = {"rlaif": REPO / "rlaif", "rlaif_rewards": REPO / "rewards", "rlaif_environments": REPO / "environments"}
 LAYERS = [  # top first; a part imports only parts of lower layers (and within its layer, SIDEWAYS)
     ["rlaif.cli"],
-    ["rlaif.train", "rlaif.distill"],
+    ["rlaif.train", "rlaif.distill", "rlaif.report"],
     ["rlaif.eval"],
     ["rlaif_environments"],
     ["rlaif_rewards"],
