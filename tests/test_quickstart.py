@@ -1,6 +1,6 @@
-"""`rlaif quickstart`: its refusals, and the GRPO config it writes. The pipeline itself is `make quickstart`
-(about 7 minutes on 2 cores after setup, too long for the suite); each of its stages is a command tested on its own
-(tests/test_eval.py, test_collect.py, test_sft.py, test_train.py)."""
+"""`rlaif quickstart`: its refusals, the GRPO config it writes, and how a stage shows on the console. The pipeline
+itself is `make quickstart` (about 10 minutes on 2 cores after setup, too long for the suite); each of its stages is a
+command tested on its own (tests/test_eval.py, test_collect.py, test_sft.py, test_train.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,13 @@ from rlaif.cli.quickstart_cmd import EXAMPLE, TASKS, _grpo_config, grpo_curve
 from rlaif.core.config import load_config
 
 pytestmark = pytest.mark.unit
+
+STAGE = """
+import sys
+from pathlib import Path
+from rlaif.cli.quickstart_cmd import _rlaif
+_rlaif(Path(sys.argv[1]), "collect", *sys.argv[2:])
+"""
 
 
 def test_the_grpo_config_starts_from_the_sft_model_and_a_model_teacher_also_judges(tmp_path):
@@ -52,3 +59,29 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message):
                           capture_output=True, text=True, env=env)
     assert done.returncode != 0 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def _stage(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    """One quickstart stage, run by a parent process whose stdout and stderr are pipes, as a CI log's are."""
+    return subprocess.run([sys.executable, "-c", STAGE, str(tmp_path / "logs"), *args], capture_output=True, text=True)
+
+
+def test_a_stage_shows_its_command_bar_and_time_and_keeps_its_output_in_its_log(tmp_path):
+    done = _stage(tmp_path, "pyfunc", "--teacher", "reference", "--limit", "4", "--backend", "local",
+                  "--out", str(tmp_path / "teacher"))
+    assert done.returncode == 0, done.stderr
+    shown = done.stderr.splitlines()
+    assert shown[0].startswith("$ rlaif collect pyfunc --teacher reference"), shown
+    assert any(line.startswith("collect pyfunc") and "4/4" in line for line in shown), "the bar, drawn by the stage"
+    assert shown[-1].strip().endswith(f"log {tmp_path / 'logs' / 'teacher.log'}]") and len(shown) == 3, shown
+    assert done.stdout == ""
+    log = (tmp_path / "logs" / "teacher.log").read_text()
+    assert "dataset in" in log and "collect pyfunc" not in log, "the stage's own output is in its log, the bar is not"
+
+
+def test_a_failed_stage_ends_the_quickstart_with_its_cause_and_its_log(tmp_path):
+    done = _stage(tmp_path, "nosuchenv", "--teacher", "reference", "--out", str(tmp_path / "teacher"))
+    assert done.returncode != 0
+    cause = done.stderr.strip().splitlines()[-1]
+    assert "quickstart stage `rlaif collect` failed (exit 2): unknown environment 'nosuchenv'" in cause, cause
+    assert str(tmp_path / "logs" / "teacher.log") in cause

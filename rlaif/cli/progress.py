@@ -1,14 +1,31 @@
-"""Console output for long work: a rich progress bar on stderr, and tables rendered as plain text for stdout."""
+"""Console output for long work: a rich progress bar on stderr, and tables rendered as plain text for stdout.
+
+A command run as a stage of another (`rlaif quickstart`) has its stdout and stderr in a log file, with the libraries'
+warnings and start-up notes; its parent passes the terminal as the file descriptor `RLAIF_CONSOLE_FD`, and the progress
+bars draw there.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-stderr = Console(stderr=True)
+CONSOLE_FD = "RLAIF_CONSOLE_FD"
+
+
+def _console() -> Console:
+    """The terminal `RLAIF_CONSOLE_FD` names, else stderr. Taken out of the environment, so that the processes this
+    one starts (engines, Ray workers), which do not have that descriptor, never write to whatever else has it."""
+    with contextlib.suppress(KeyError, ValueError, OSError):
+        return Console(file=os.fdopen(int(os.environ.pop(CONSOLE_FD)), "w", buffering=1, closefd=False))
+    return Console(stderr=True)
+
+
+stderr = _console()
 
 
 @contextlib.contextmanager

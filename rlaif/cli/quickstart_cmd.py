@@ -29,7 +29,7 @@ import typer
 import yaml
 from rich.table import Table
 
-from rlaif.cli.progress import render
+from rlaif.cli.progress import CONSOLE_FD, render
 from rlaif.core.jsonl import read_jsonl
 from rlaif.errors import RlaifError
 from rlaif.eval.stats import bootstrap_ci, paired_ci, read_pass_rates, show_interval
@@ -73,25 +73,40 @@ def quickstart_command(
     started = time.monotonic()
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
+    logs = out / "logs"
     if not (model / "config.json").is_file():
-        _rlaif("model", "tiny", "--out", str(model))
+        _rlaif(logs, "model", "tiny", "--out", str(model))
     env = _env_args(seed)
-    _evaluate(f"vllm:{model}", out / "eval-base", backend, env, seed)
-    _rlaif("collect", "pyfunc", "--teacher", teacher, "--limit", str(teacher_tasks), "--max-tokens", "256",
+    _evaluate(logs, f"vllm:{model}", out / "eval-base", backend, env, seed)
+    _rlaif(logs, "collect", "pyfunc", "--teacher", teacher, "--limit", str(teacher_tasks), "--max-tokens", "256",
            "--backend", backend, "--out", str(out / "teacher"), *env)
-    _rlaif("sft", str(out / "teacher"), "--model", str(model), "--out", str(out / "sft"), *SFT, "--seed", str(seed),
-           "--epochs", str(SFT_EPOCHS[-1]), "--snapshot-epochs", ",".join(map(str, SFT_EPOCHS[:-1])))
+    counts = json.loads((out / "teacher" / "summary.json").read_text())
+    _say(f"kept {counts['kept']} teacher trajectories that pass the tests, rejected {counts['rejected']}, "
+         f"failed {counts['failed']}")
+    _rlaif(logs, "sft", str(out / "teacher"), "--model", str(model), "--out", str(out / "sft"), *SFT,
+           "--seed", str(seed), "--epochs", str(SFT_EPOCHS[-1]),
+           "--snapshot-epochs", ",".join(map(str, SFT_EPOCHS[:-1])))
+    sft_run = json.loads((out / "sft" / "sft.json").read_text())
+    _say(f"{sft_run['rows_trained']} conversations, {sft_run['steps']} steps, loss {sft_run['train_loss_first']:.3f} "
+         f"-> {sft_run['train_loss']:.3f}")
     validation = {}
     for epochs in SFT_EPOCHS:
-        _evaluate(f"vllm:{_sft_model(out, epochs)}", out / f"validate-sft-{epochs}", backend, env, seed,
+        _evaluate(logs, f"vllm:{_sft_model(out, epochs)}", out / f"validate-sft-{epochs}", backend, env, seed,
                   [*VALIDATE, "--skip", str(teacher_tasks)])
         validation[epochs] = read_pass_rates(out / f"validate-sft-{epochs}")
     chosen = max(SFT_EPOCHS, key=lambda e: (sum(validation[e].values()), -e))  # ties: the shorter training
+    _say(f"SFT's epochs: {chosen}, the best on {VALIDATION_TASKS} other training tasks")
     sft = _sft_model(out, chosen)
-    _evaluate(f"vllm:{sft}", out / "eval-sft", backend, env, seed)
-    _rlaif("train", str(_grpo_config(config, out, teacher, backend, seed, sft)))
+    _evaluate(logs, f"vllm:{sft}", out / "eval-sft", backend, env, seed)
+    _rlaif(logs, "train", str(_grpo_config(config, out, teacher, backend, seed, sft)))
     [run] = sorted(out.glob("grpo-*"))
-    _evaluate(f"vllm:{run / 'model'}", out / "eval-grpo", backend, env, seed)
+    curve = grpo_curve(run)
+    _say(f"training reward {curve['reward_first']} (first 10 steps) -> {curve['reward_last']} (last 10), entropy "
+         f"{curve['entropy_first']} -> {curve['entropy_last']}, held-out probe by step "
+         f"{curve['heldout_probe'] or 'not run'}; groups trained {curve['groups_trained']}, dropped without signal "
+         f"{curve['groups_no_signal']}")
+    _evaluate(logs, f"vllm:{run / 'model'}", out / "eval-grpo", backend, env, seed)
+    _rlaif(logs, "report", str(run))
     rates = {stage: read_pass_rates(out / f"eval-{stage}") for stage in STAGES}
     pass_at_1 = {stage: round(sum(r.values()) / len(r), 3) for stage, r in rates.items()}
     ci = {stage: bootstrap_ci(r, seed=seed) for stage, r in rates.items()}
@@ -103,7 +118,7 @@ def quickstart_command(
                "sft_epochs": chosen, "sft_validation": {str(e): round(sum(r.values()) / len(r), 3)
                                                          for e, r in validation.items()},
                "seed": seed, "minutes": minutes, "teacher": teacher, "backend": backend, "run_dir": str(run),
-               "grpo_curve": grpo_curve(run)}
+               "grpo_curve": curve, "report": str(run / "report.html")}
     tmp = out / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2) + "\n")
     os.replace(tmp, out / "summary.json")
@@ -119,12 +134,8 @@ def quickstart_command(
                f"covered {teacher_tasks} of {summary['train_tasks']} training tasks, GRPO trained on all of them")
     typer.echo(f"SFT's epochs chosen on {VALIDATION_TASKS} other training tasks (pass@1 by epochs: "
                + ", ".join(f"{e}: {v}" for e, v in summary["sft_validation"].items()) + ")")
-    curve = summary["grpo_curve"]
-    typer.echo(f"GRPO: training reward {curve['reward_first']} (first 10 steps) -> {curve['reward_last']} (last 10), "
-               f"entropy {curve['entropy_first']} -> {curve['entropy_last']}, held-out probe by step "
-               f"{curve['heldout_probe'] or 'not run'}; groups trained {curve['groups_trained']}, dropped without "
-               f"signal {curve['groups_no_signal']}")
-    typer.echo(f"{minutes} minutes; GRPO run directory {run} (`rlaif report {run}`); summary in {out}/summary.json")
+    typer.echo(f"{minutes} minutes; summary in {out}/summary.json, each stage's log in {logs}")
+    typer.echo(f"report of the GRPO run (curves, trajectories): {run / 'report.html'}")
 
 
 def grpo_curve(run: Path) -> dict:
@@ -144,14 +155,38 @@ def grpo_curve(run: Path) -> dict:
             "groups_no_signal": steps[-1].get("dropped_total/no_signal", 0) if steps else 0}
 
 
-def _rlaif(*args: str) -> None:
-    """Run one `rlaif` command as a user would, echoing it first; a failed stage ends the quickstart."""
+def _rlaif(logs: Path, *args: str) -> None:
+    """Run one `rlaif` command as a user would, echoing it first; a failed stage ends the quickstart with its error.
+
+    The stage's stdout and stderr, with every library's warnings and start-up notes, go to `logs/NAME.log` (NAME: the
+    stage's output folder); its progress bar draws on this terminal (`RLAIF_CONSOLE_FD`)."""
+    name = Path(args[args.index("--out") + 1]).name if "--out" in args else args[0]
+    log = logs / f"{name}.log"
     typer.secho("$ rlaif " + " ".join(args), bold=True, err=True)
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "rlaif.cli", *args])
+    logs.mkdir(parents=True, exist_ok=True)
+    console = os.dup(sys.stderr.fileno())
+    try:
+        with log.open("w") as sink:
+            done = subprocess.run([sys.executable, "-m", "rlaif.cli", *args], stdout=sink, stderr=subprocess.STDOUT,
+                                  env={**os.environ, CONSOLE_FD: str(console)}, pass_fds=(console,))
+    finally:
+        os.close(console)
     if done.returncode:
-        raise RlaifError(f"quickstart stage `rlaif {args[0]}` failed (exit {done.returncode}); its output is above")
-    typer.secho(f"[rlaif {args[0]}: {time.monotonic() - started:.0f} s]", bold=True, err=True)
+        raise RlaifError(f"quickstart stage `rlaif {args[0]}` failed (exit {done.returncode}): {_cause(log)} "
+                         f"(its whole output: {log})")
+    typer.secho(f"  [{time.monotonic() - started:.0f} s; log {log}]", dim=True, err=True)
+
+
+def _cause(log: Path) -> str:
+    """A failed stage's cause: its `error:` line, else the last line of its traceback."""
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    errors = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
+    return (errors or lines or ["it printed nothing"])[-1]
+
+
+def _say(figures: str) -> None:
+    typer.secho("  " + figures, err=True)
 
 
 def _env_args(seed: int) -> list[str]:
@@ -170,12 +205,15 @@ def _sft_model(out: Path, epochs: int) -> Path:
     return out / "sft" if epochs == SFT_EPOCHS[-1] else out / "sft" / f"epoch-{epochs}"
 
 
-def _evaluate(policy: str, out: Path, backend: str, env: list[str], seed: int, tasks: list[str] = EVAL) -> None:
-    _rlaif("eval", "pyfunc", "--policy", policy, *tasks, "--backend", backend, "--out", str(out), *env,
+def _evaluate(logs: Path, policy: str, out: Path, backend: str, env: list[str], seed: int,
+              tasks: list[str] = EVAL) -> None:
+    _rlaif(logs, "eval", "pyfunc", "--policy", policy, *tasks, "--backend", backend, "--out", str(out), *env,
            "--seed", str(seed))
     summary = json.loads((out / "summary.json").read_text())
     if summary["pass@1"] is None or summary["skipped"]:
         raise RlaifError(f"evaluation in {out} skipped episodes {summary['skipped']}: infrastructure, not the model")
+    _say(f"pass@1 {summary['pass@1']:.3f} {show_interval(summary['pass@1_ci'])} on {summary['tasks']} tasks x "
+         f"{summary['samples']} samples")
 
 
 def _grpo_config(example: Path, out: Path, teacher: str, backend: str, seed: int = 0, sft: Path | None = None) -> Path:
