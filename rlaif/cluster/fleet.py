@@ -86,9 +86,12 @@ class Fleet:
                                for i, w in enumerate(self.workers)))
         self.group_ok = True
 
-    async def rollout(self, index: int, task: Task, group_id: str) -> tuple[Trajectory, Submission | None]:
-        """One episode of group `index` on its worker; an error that means the worker is gone takes it out."""
-        return await self.rotation.call(lambda w: w.rollout.remote(task, group_id), key=index, resend=False)
+    async def rollout(self, index: int, task: Task, group_id: str,
+                      temperature: float | None = None) -> tuple[Trajectory, Submission | None]:
+        """One episode of group `index` on its worker (at `temperature`, None: the rollout's); an error that means
+        the worker is gone takes it out."""
+        return await self.rotation.call(lambda w: w.rollout.remote(task, group_id, temperature), key=index,
+                                        resend=False)
 
     async def sync(self, version: int) -> None:
         """Send the learner's weights, as `version`, to every worker in service."""

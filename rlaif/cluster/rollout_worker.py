@@ -50,14 +50,15 @@ class RolloutWorker:
                                          gpu_memory_utilization=self.config.train.gpu_memory_utilization,
                                          worker_extension_cls=WORKER_EXTENSION)
 
-    async def rollout(self, task: Task, group_id: str) -> tuple[Trajectory, Submission | None]:
-        """One episode with the current weights.
+    async def rollout(self, task: Task, group_id: str,
+                      temperature: float | None = None) -> tuple[Trajectory, Submission | None]:
+        """One episode with the current weights, at `temperature` (None: `rollout.temperature`).
 
         No per-request seed: the engine's sampler is seeded once (`run.seed` + worker index); the CPU build's
         engine dies on a per-request seed ("CPU Generator does not use offset").
         """
         r = self._started().config.rollout
-        sampling = Sampling(temperature=r.temperature, max_tokens=r.max_tokens)
+        sampling = Sampling(temperature=r.temperature if temperature is None else temperature, max_tokens=r.max_tokens)
         return await run_episode(self.env, task, self.policy, self.pools, sampling, max_turns=r.max_turns,
                                  group_id=group_id, weight_version=self.version)
 

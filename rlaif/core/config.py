@@ -234,7 +234,9 @@ class TrainConfig(Section):
     heldout_tasks: int = Field(default=32, ge=1)
     """The probe's tasks: the first this many of the environment's test split."""
     heldout_samples: int = Field(default=2, ge=1)
-    """Samples per held-out task, at the rollout's temperature."""
+    """Samples per held-out task."""
+    heldout_temperature: float | None = Field(default=None, gt=0)
+    """The probe's sampling temperature, to match the evaluation it stands for; None: the rollout's."""
     checkpoint_every: int = Field(default=10, ge=0)
     """Checkpoint every this many steps (and at the end); 0: only at the end."""
     keep_checkpoints: int = Field(default=2, ge=1)

@@ -223,14 +223,16 @@ class Trainer:
         trajectories = await self._graded_group(task, self.config.rollout.group_size, index, f"{task.id}@{index}")
         return ScoredGroup(index, min([version, *(t.weight_version for t in trajectories)]), trajectories)
 
-    async def _graded_group(self, task: Task, n: int, key: int, group_id: str) -> list[Trajectory]:
-        """`n` episodes of `task` on the fleet (`key` picks the worker), graded by the run's reward: episode by episode
-        as each finishes, or together once all have when a group-mode judge is in the reward."""
+    async def _graded_group(self, task: Task, n: int, key: int, group_id: str,
+                            temperature: float | None = None) -> list[Trajectory]:
+        """`n` episodes of `task` on the fleet (`key` picks the worker; `temperature` None: the rollout's), graded by
+        the run's reward: episode by episode as each finishes, or together once all have when a group-mode judge is
+        in the reward."""
         together = group_judged([*self.env.graders(task), *self.config.reward.components], self.config.reward.judges)
 
         async def episode() -> tuple[Trajectory, Submission | None]:
             async with self.episode_slots:
-                traj, submission = await self.actors.fleet.rollout(key, task, group_id)
+                traj, submission = await self.actors.fleet.rollout(key, task, group_id, temperature)
             if submission is not None and not together:
                 started = time.monotonic()
                 traj.reward = await self.actors.reward.grade(task, submission)
@@ -255,7 +257,9 @@ class Trainer:
         started = time.monotonic()
         tasks = self.heldout[:self.config.train.heldout_tasks]
         n = self.config.train.heldout_samples
-        groups = await asyncio.gather(*(self._graded_group(task, n, -1 - i, f"heldout:{task.id}@{self.state.step}")
+        temperature = self.config.train.heldout_temperature
+        groups = await asyncio.gather(*(self._graded_group(task, n, -1 - i, f"heldout:{task.id}@{self.state.step}",
+                                                           temperature)
                                         for i, task in enumerate(tasks)), return_exceptions=True)
         for outcome in groups:  # a lost worker costs the probe samples; anything else stops the run, as in training
             if isinstance(outcome, BaseException) and not actor_lost(outcome):
