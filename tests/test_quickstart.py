@@ -4,7 +4,10 @@ command tested on its own (tests/test_eval.py, test_collect.py, test_sft.py, tes
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import re
 import subprocess
 import sys
 
@@ -20,7 +23,7 @@ STAGE = """
 import sys
 from pathlib import Path
 from rlaif.cli.quickstart_cmd import _rlaif
-_rlaif(Path(sys.argv[1]), "collect", *sys.argv[2:])
+_rlaif(Path(sys.argv[1]), *sys.argv[2:])
 """
 
 
@@ -61,27 +64,45 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message):
     assert not out.exists()
 
 
-def _stage(tmp_path, *args: str) -> subprocess.CompletedProcess:
-    """One quickstart stage, run by a parent process whose stdout and stderr are pipes, as a CI log's are."""
-    return subprocess.run([sys.executable, "-c", STAGE, str(tmp_path / "logs"), *args], capture_output=True, text=True)
+def _stage(tmp_path, *args: str) -> tuple[int, str]:
+    """One quickstart stage, run by a parent process whose stderr is a terminal (a pty); returns its exit code and the
+    lines the terminal showed (colours and cursor moves taken out, each redraw of a bar a line)."""
+    master, terminal = os.openpty()
+    parent = subprocess.Popen([sys.executable, "-c", STAGE, str(tmp_path / "logs"), *args], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=terminal, env={**os.environ, "COLUMNS": "200"})
+    os.close(terminal)
+    shown = b""
+    with contextlib.suppress(OSError):  # EIO once the parent and its children have closed the terminal
+        while chunk := os.read(master, 65536):
+            shown += chunk
+    os.close(master)
+    text = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", shown.decode(errors="replace"))
+    return parent.wait(), [line for line in re.split(r"[\r\n]+", text) if line.strip()]
 
 
-def test_a_stage_shows_its_command_bar_and_time_and_keeps_its_output_in_its_log(tmp_path):
-    done = _stage(tmp_path, "pyfunc", "--teacher", "reference", "--limit", "4", "--backend", "local",
-                  "--out", str(tmp_path / "teacher"))
-    assert done.returncode == 0, done.stderr
-    shown = done.stderr.splitlines()
+def test_a_stage_shows_its_command_bar_and_time_and_keeps_its_output_in_its_log(tmp_path, tiny_model):
+    code, shown = _stage(tmp_path, "collect", "pyfunc", "--teacher", "reference", "--limit", "4", "--backend", "local",
+                         "--out", str(tmp_path / "teacher"))
+    assert code == 0, shown
     assert shown[0].startswith("$ rlaif collect pyfunc --teacher reference"), shown
     assert any(line.startswith("collect pyfunc") and "4/4" in line for line in shown), "the bar, drawn by the stage"
-    assert shown[-1].strip().endswith(f"log {tmp_path / 'logs' / 'teacher.log'}]") and len(shown) == 3, shown
-    assert done.stdout == ""
+    assert shown[-1].strip().endswith(f"log {tmp_path / 'logs' / 'teacher.log'}]"), shown
+    assert not any("dataset in" in line for line in shown), shown
     log = (tmp_path / "logs" / "teacher.log").read_text()
     assert "dataset in" in log and "collect pyfunc" not in log, "the stage's own output is in its log, the bar is not"
 
+    # transformers draws a bar of its own as it saves, under SFT's live bar: that goes to the log too
+    code, shown = _stage(tmp_path, "sft", str(tmp_path / "teacher"), "--model", str(tiny_model), "--epochs", "1",
+                         "--out", str(tmp_path / "sft"))
+    assert code == 0, shown
+    assert any(line.startswith("sft tiny") for line in shown), shown
+    assert not any("Writing model shards" in line or "trained" in line for line in shown), shown
+    assert "Writing model shards" in (tmp_path / "logs" / "sft.log").read_text()
+
 
 def test_a_failed_stage_ends_the_quickstart_with_its_cause_and_its_log(tmp_path):
-    done = _stage(tmp_path, "nosuchenv", "--teacher", "reference", "--out", str(tmp_path / "teacher"))
-    assert done.returncode != 0
-    cause = done.stderr.strip().splitlines()[-1]
+    code, shown = _stage(tmp_path, "collect", "nosuchenv", "--teacher", "reference", "--out", str(tmp_path / "teacher"))
+    assert code != 0
+    cause = shown[-1]
     assert "quickstart stage `rlaif collect` failed (exit 2): unknown environment 'nosuchenv'" in cause, cause
     assert str(tmp_path / "logs" / "teacher.log") in cause

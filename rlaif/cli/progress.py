@@ -17,21 +17,28 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 CONSOLE_FD = "RLAIF_CONSOLE_FD"
 
 
-def _console() -> Console:
-    """The terminal `RLAIF_CONSOLE_FD` names, else stderr. Taken out of the environment, so that the processes this
-    one starts (engines, Ray workers), which do not have that descriptor, never write to whatever else has it."""
+def _console() -> tuple[Console, bool]:
+    """The terminal `RLAIF_CONSOLE_FD` names, else stderr; and whether it is that terminal. Taken out of the
+    environment, so that the processes this one starts (engines, Ray workers), which do not have that descriptor,
+    never write to whatever else has it."""
     with contextlib.suppress(KeyError, ValueError, OSError):
-        return Console(file=os.fdopen(int(os.environ.pop(CONSOLE_FD)), "w", buffering=1, closefd=False))
-    return Console(stderr=True)
+        return Console(file=os.fdopen(int(os.environ.pop(CONSOLE_FD)), "w", buffering=1, closefd=False)), True
+    return Console(stderr=True), False
 
 
-stderr = _console()
+stderr, _staged = _console()
+
+
+def make_bar(*status: TextColumn) -> Progress:
+    """A progress bar on `stderr`: description, bar, done/total, time, then any `status` columns. Run as a stage,
+    what the libraries print meanwhile stays in the stage's log; else it prints above the bar."""
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), *status,
+                    console=stderr, redirect_stdout=not _staged, redirect_stderr=not _staged)
 
 
 @contextlib.contextmanager
 def progress_bar(description: str, total: int) -> Iterator[Callable[..., None]]:
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=stderr, transient=False) as bar:
+    with make_bar() as bar:
         task = bar.add_task(description, total=total)
         yield lambda *_: bar.advance(task)
 

@@ -6,9 +6,9 @@ import time
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import TextColumn
 
-from rlaif.cli.progress import stderr
+from rlaif.cli.progress import make_bar
 
 
 def sft_command(
@@ -52,8 +52,7 @@ def sft_command(
                          lora_rank=lora_rank, lora_alpha=lora_alpha, seed=seed, min_reward=min_reward, dtype=dtype,
                          snapshot_epochs=snapshot_epochs)
     # Started at the first step, so that an input error is the only line on stderr.
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TextColumn("{task.fields[status]}"), console=stderr)
+    bar = make_bar(TextColumn("{task.fields[status]}"))
     task = bar.add_task(f"sft {model.name}", total=None, status="", start=False)
 
     def on_log(logs: dict) -> None:

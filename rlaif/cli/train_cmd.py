@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import TextColumn
 
-from rlaif.cli.progress import stderr
+from rlaif.cli.progress import make_bar, stderr
 from rlaif.errors import RlaifError
 
 SHOWN = (("reward/mean", "reward {:.3f}"), ("pass_rate", "pass {:.2f}"), ("staleness/max", "stale {:.0f}"),
@@ -51,8 +51,7 @@ def train_command(
 
     clean_after_killed_runs()  # what a run killed together with its reaper left; live runs' things stay
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.fields[status]}"), console=stderr) as bar:
+    with make_bar(TextColumn("{task.fields[status]}")) as bar:
         task = bar.add_task(f"train {config.run.name}", total=config.learner.steps, status="starting Ray and engines")
 
         def on_step(progress) -> None:
