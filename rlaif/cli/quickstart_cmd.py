@@ -87,8 +87,8 @@ def quickstart_command(
            "--seed", str(seed), "--epochs", str(SFT_EPOCHS[-1]),
            "--snapshot-epochs", ",".join(map(str, SFT_EPOCHS[:-1])))
     sft_run = json.loads((out / "sft" / "sft.json").read_text())
-    _say(f"{sft_run['rows_trained']} conversations, {sft_run['steps']} steps, loss {sft_run['train_loss_first']:.3f} "
-         f"-> {sft_run['train_loss']:.3f}")
+    _say(f"{sft_run['rows_trained']} conversations, {sft_run['steps']} steps, loss {sft_run['train_loss_first']:.4f} "
+         f"-> {sft_run['train_loss']:.4f}")
     validation = {}
     for epochs in SFT_EPOCHS:
         _evaluate(logs, f"vllm:{_sft_model(out, epochs)}", out / f"validate-sft-{epochs}", backend, env, seed,
