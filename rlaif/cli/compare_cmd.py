@@ -36,6 +36,6 @@ def compare_command(
         table.add_row(name.upper(), row["dir"], str(row["tasks"]), f"{row['pass@1']:.3f}", show_interval(row["ci"]))
     table.add_row("B - A", "paired over shared tasks", str(shared), f"{diff:+.3f}", show_interval(interval))
     typer.echo(render(table))
-    verdict = "above 0: B is better" if interval[0] > 0 else "below 0: A is better" if interval[1] < 0 else \
+    verdict = "is above 0: B is better" if interval[0] > 0 else "is below 0: A is better" if interval[1] < 0 else \
         "contains 0: no difference the tasks can show"
-    typer.echo(f"the interval of B - A is {verdict}")
+    typer.echo(f"the interval of B - A {verdict}")
