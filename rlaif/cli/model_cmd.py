@@ -43,6 +43,17 @@ def import_(
         typer.echo(f"{key}: {value}")
 
 
+@app.command("template")
+def template(
+    path: Path = typer.Argument(..., help="Hugging Face model directory."),
+    name: str = typer.Argument(..., help="chatml-tools, smollm2-tools, or a .jinja file."),
+) -> None:
+    """Give a model directory a chat template that renders tools (checked before anything is written)."""
+    from rlaif.models.templates import set_chat_template
+
+    typer.echo(f"chat template {name} written to {set_chat_template(path, name)}")
+
+
 @app.command("check")
 def check(path: Path = typer.Argument(..., help="Hugging Face model directory.")) -> None:
     """Load a model directory's config and tokenizer and render its chat template with a tool call."""

@@ -159,12 +159,19 @@ def check_model(path: str | Path, messages: list[Message], tools: list[ToolSpec]
     tokenizer = chat_tokenizer(path)
     specs = [tool.as_openai() for tool in tools]
     try:
-        tokenizer.apply_chat_template([to_openai_message(m) for m in messages], tools=specs or None, tokenize=False,
-                                      add_generation_prompt=True)
+        rendered = tokenizer.apply_chat_template([to_openai_message(m) for m in messages], tools=specs or None,
+                                                 tokenize=False, add_generation_prompt=True)
     except Exception as err:  # jinja raises TemplateError, and a template's own `raise_exception` anything
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         raise RlaifError(f"the chat template of {path} does not render {what} ({first}); fix its template "
                          "(chat_template.jinja or tokenizer_config.json) or choose another model") from None
+    unseen = [tool.name for tool in tools if f'"{tool.name}"' not in rendered]
+    if unseen:
+        from rlaif.models.templates import TEMPLATES
+
+        raise RlaifError(f"the chat template of {path} ignores tools: its prompt for {what} never shows `{unseen[0]}`, "
+                         f"so the model could not call it; give it one that does with `rlaif model template {path} "
+                         f"NAME` ({' or '.join(TEMPLATES)}) or a .jinja file in place of NAME")
     with_tools = f" with its {len(specs)} tools" if specs else ""
     return f"model {path}: config, tokenizer, chat template renders {what}{with_tools}"
 

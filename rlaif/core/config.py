@@ -208,7 +208,8 @@ class TrainConfig(Section):
     episode_concurrency: int = Field(default=64, ge=1)
     """Episodes in flight at once, over all rollout workers."""
     gpu_memory_utilization: float = Field(default=0.3, gt=0, le=1)
-    """Share of a GPU's memory a vLLM engine may take."""
+    """Share of a GPU's memory a vLLM engine may take. On the CPU build the KV cache is a fixed 1 GiB instead
+    (`rlaif.policies.engine.CPU_KV_CACHE_BYTES`; VLLM_CPU_KVCACHE_SPACE=GIB overrides it)."""
     bucket_mb: float = Field(default=64.0, gt=0)
     """Weight sync bucket size."""
     weight_transport: Literal["auto", "object_store", "broadcast"] = "auto"

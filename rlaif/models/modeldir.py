@@ -51,6 +51,11 @@ def chat_tokenizer(path: str | Path) -> Any:
     return tokenizer
 
 
+def renders_tools(rendered: str) -> bool:
+    """Whether a rendering of TOOL_PROBE with TOOL_SPEC shows the tool and the call's result."""
+    return '"bash"' in rendered and "a.py" in rendered
+
+
 def inspect_model_dir(path: str | Path) -> dict[str, Any]:
     """Architecture, sizes, and whether the chat template renders tools and tool results."""
     path = require_model_dir(path)
@@ -64,5 +69,5 @@ def inspect_model_dir(path: str | Path) -> dict[str, Any]:
         "layers": config.get("num_hidden_layers"),
         "head_dim": config.get("head_dim") or (hidden // heads if hidden and heads else None),
         "eos": tokenizer.eos_token,
-        "renders_tools": '"bash"' in rendered and "a.py" in rendered,
+        "renders_tools": renders_tools(rendered),
     }

@@ -18,49 +18,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rlaif.errors import RlaifError
+from rlaif.models.templates import chatml_tools
 
 IM_START, IM_END, PAD = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
 TOOL_TAGS = ["<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>"]
 STAMP = "rlaif-tiny.json"
 
-# Hermes-style tools (Qwen2.5 convention): tool definitions in the system turn, calls as
-# <tool_call>{json}</tool_call> in the assistant turn, results in a `tool` turn. The
-# {% generation %} markers let SFT train on assistant tokens only.
-CHAT_TEMPLATE = (
-    "{%- if tools %}"
-    "{{- '<|im_start|>system\\n' }}"
-    "{%- if messages and messages[0].role == 'system' %}{{- messages[0].content + '\\n\\n' }}{%- endif %}"
-    "{{- '# Tools\\n\\nYou may call functions. Their signatures are inside <tools></tools>:\\n<tools>' }}"
-    "{%- for tool in tools %}{{- '\\n' + (tool | tojson) }}{%- endfor %}"
-    "{{- '\\n</tools>\\n\\nTo call a function, reply with a JSON object inside <tool_call></tool_call> tags:"
-    "\\n<tool_call>\\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\\n</tool_call><|im_end|>\\n' }}"
-    "{%- elif messages and messages[0].role == 'system' %}"
-    "{{- '<|im_start|>system\\n' + messages[0].content + '<|im_end|>\\n' }}"
-    "{%- endif %}"
-    "{%- for message in messages %}"
-    "{%- if message.role == 'system' and not loop.first %}"
-    "{{- '<|im_start|>system\\n' + message.content + '<|im_end|>\\n' }}"
-    "{%- elif message.role == 'user' %}"
-    "{{- '<|im_start|>user\\n' + message.content + '<|im_end|>\\n' }}"
-    "{%- elif message.role == 'assistant' %}"
-    "{{- '<|im_start|>assistant\\n' }}"
-    "{%- generation %}"
-    "{{- message.content or '' }}"
-    "{%- for call in message.tool_calls or [] %}"
-    "{%- set fn = call.function if call.function is defined else call %}"
-    "{{- '\\n<tool_call>\\n{\"name\": \"' + fn.name + '\", \"arguments\": ' }}"
-    "{{- fn.arguments if fn.arguments is string else (fn.arguments | tojson) }}"
-    "{{- '}\\n</tool_call>' }}"
-    "{%- endfor %}"
-    "{{- '<|im_end|>' }}"
-    "{%- endgeneration %}"
-    "{{- '\\n' }}"
-    "{%- elif message.role == 'tool' %}"
-    "{{- '<|im_start|>tool\\n<tool_response>\\n' + message.content + '\\n</tool_response><|im_end|>\\n' }}"
-    "{%- endif %}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
-)
 
 
 @dataclass(frozen=True)
@@ -170,7 +133,7 @@ def _train_tokenizer(spec: TinySpec):  # -> PreTrainedTokenizerFast; imported la
         tokenizer_object=raw,
         eos_token=IM_END,
         pad_token=PAD,
-        chat_template=CHAT_TEMPLATE,
+        chat_template=chatml_tools(),
         model_max_length=spec.max_positions,
     )
 

@@ -19,12 +19,16 @@ from __future__ import annotations
 
 import gc
 import itertools
+import os
 from typing import Any
 
 from rlaif.policies.endpoints import Completion, Policy, Sampling, to_openai_message
 from rlaif.types import Message, Turn
 
 _request_ids = itertools.count()
+# On the CPU build, vLLM's default KV cache is gpu_memory_utilization x the machine's memory less the engine
+# process's own RSS, so a 0.5 GB model at 0.1 gets almost none; a fixed size does not depend on what else is loaded.
+CPU_KV_CACHE_BYTES = 1 << 30
 
 
 class EnginePolicy(Policy):
@@ -41,12 +45,17 @@ class EnginePolicy(Policy):
         """Start an engine on a Hugging Face model directory (eager mode: no graph capture on the CPU build).
 
         Logprobs are the sampling distribution's (`processed_logprobs`: after temperature), what the learner scores
-        at the same temperature; vLLM's default would be the raw model's, right only at temperature 1."""
+        at the same temperature; vLLM's default would be the raw model's, right only at temperature 1. On the CPU
+        the KV cache is `CPU_KV_CACHE_BYTES` unless `kv_cache_memory_bytes` or VLLM_CPU_KVCACHE_SPACE says
+        otherwise."""
         from transformers import AutoTokenizer
         from vllm import AsyncEngineArgs
+        from vllm.platforms import current_platform
         from vllm.v1.engine.async_llm import AsyncLLM
 
         engine_args.setdefault("logprobs_mode", "processed_logprobs")
+        if current_platform.is_cpu() and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+            engine_args.setdefault("kv_cache_memory_bytes", CPU_KV_CACHE_BYTES)
         args = AsyncEngineArgs(model=model, dtype=dtype, enforce_eager=True, seed=seed,
                                gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
                                **engine_args)
