@@ -27,22 +27,19 @@ import yaml
 from rlaif.cli.quickstart_cmd import TASKS, _env_args, _evaluate, _rlaif, grpo_curve
 from rlaif.eval.stats import bootstrap_ci, paired_ci, read_pass_rates
 
-MAX_TOKENS = 128
-"""SmolLM2 answers these in about 40 tokens of code and a sentence or two of prose."""
+CONFIG = Path(__file__).resolve().parents[1] / "examples" / "smollm2-lora.yaml"
+MAX_TOKENS = yaml.safe_load(CONFIG.read_text())["rollout"]["max_tokens"]
+"""Evaluations sample as many tokens as the rollouts."""
 
 
 def grpo_config(out: Path, model: Path, args: argparse.Namespace) -> Path:
-    """The GRPO run: LoRA on the imported model, the training split, unit-test rewards in local sandboxes."""
-    config = {
-        "run": {"name": "grpo-lora", "root": str(out), "seed": args.seed},
-        "model": {"path": str(model)},
-        "env": {"name": "pyfunc", "args": {**TASKS, "seed": args.seed}},
-        "sandbox": {"backend": "local", "memory_mb": 512, "pool_size": 4},
-        "rollout": {"group_size": 8, "max_tokens": MAX_TOKENS, "temperature": 1.0},
-        "learner": {"lr": args.lr, "steps": args.steps, "batch_tasks": 4, "loss": "grpo",
-                    "lora_rank": args.lora_rank, "lora_alpha": 2 * args.lora_rank},
-        "train": {"mode": "async", "max_staleness": 1, "checkpoint_every": 0},
-    }
+    """`examples/smollm2-lora.yaml` (LoRA on the imported model, the training split, unit-test rewards in local
+    sandboxes), with this run's model, root, seed, steps, rank and learning rate."""
+    config = yaml.safe_load(CONFIG.read_text())
+    config["run"].update(root=str(out), seed=args.seed)
+    config["model"]["path"] = str(model)
+    config["env"]["args"] = {**TASKS, "seed": args.seed}
+    config["learner"].update(lr=args.lr, steps=args.steps, lora_rank=args.lora_rank, lora_alpha=2 * args.lora_rank)
     path = out / "grpo.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path

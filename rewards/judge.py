@@ -20,7 +20,7 @@ from typing import Any
 
 from rlaif.core.config import JudgeConfig
 from rlaif.types import RewardResult, Task
-from rlaif_rewards import prompts
+from rlaif_rewards import prompts, schemas
 from rlaif_rewards.cache import VerdictCache, cache_key
 from rlaif_rewards.cost import Price, cost_usd
 from rlaif_rewards.ledger import TEMPLATE_TOKENS, JudgeLedger
@@ -55,8 +55,9 @@ class Judge:
         else:
             user, use_rubric = prompts.pointwise(task.prompt, answer, rubric, reference), rubric
         version = rubric.version if use_rubric else ""
-        samples = await asyncio.gather(*(self._verdict(user, version, i, lambda v: parse_pointwise(v, use_rubric))
-                                         for i in range(self.config.samples)))
+        schema = schemas.pointwise(use_rubric)
+        samples = await asyncio.gather(*(self._verdict(user, version, i, lambda v: parse_pointwise(v, use_rubric),
+                                                       schema) for i in range(self.config.samples)))
         return self._combine(samples)
 
     # ---- group-relative --------------------------------------------------------------------------------
@@ -77,7 +78,7 @@ class Judge:
                 ids = {f"A{n + 1}": i for n, i in enumerate(order)}
                 user = prompts.group(task.prompt, {aid: answers[i] for aid, i in ids.items()}, rubric, reference)
                 verdict = await self._verdict(user, rubric.version if rubric else "", k,
-                                              lambda v: parse_group(v, list(ids)))
+                                              lambda v: parse_group(v, list(ids)), schemas.group(list(ids)))
                 if verdict.get("error"):
                     return verdict
                 for aid, i in ids.items():
@@ -93,9 +94,12 @@ class Judge:
         return results  # type: ignore[return-value]
 
     # ---- one verdict, with cache, limits, retries -------------------------------------------------------
-    async def _verdict(self, user: str, rubric_version: str, sample: int, parse) -> dict[str, Any]:
+    async def _verdict(self, user: str, rubric_version: str, sample: int, parse, schema: dict[str, Any]
+                       ) -> dict[str, Any]:
+        """`schema`: the verdict's JSON schema, sent only when the config says `structured`."""
+        schema = schema if self.config.structured else None
         sampling = {"temperature": self.config.temperature, "max_tokens": self.config.max_tokens, "sample": sample,
-                    "extra_body": self.config.extra_body}
+                    "extra_body": self.config.extra_body, **({"schema": schema} if schema else {})}
         key = cache_key(self.provider.name, self.provider.model, [prompts.SYSTEM, user], sampling, rubric_version)
         cached = self.cache.get(key)
         if cached is not None:
@@ -112,7 +116,7 @@ class Judge:
             reply, failure, charged = None, None, worst  # a call cut off midway may have been billed in full
             try:
                 reply = await self.provider.complete(prompts.SYSTEM, user, self.config.max_tokens,
-                                                     self.config.temperature)
+                                                     self.config.temperature, schema)
                 charged = cost_usd(self.price, reply.input_tokens, reply.output_tokens)
             except ProviderError as err:
                 failure, charged = err, 0.0

@@ -40,7 +40,9 @@ class Provider:
     name: str
     model: str
 
-    async def complete(self, system: str, user: str, max_tokens: int, temperature: float) -> JudgeReply:
+    async def complete(self, system: str, user: str, max_tokens: int, temperature: float,
+                       schema: dict[str, Any] | None = None) -> JudgeReply:
+        """One reply. `schema`: the JSON schema the reply must follow, where the server can enforce one."""
         raise NotImplementedError
 
     async def close(self) -> None:
@@ -59,6 +61,14 @@ def provider_from_endpoint(endpoint: str, timeout_s: float = 60.0, extra_body: d
             return OpenAIProvider(base_url, model, timeout_s, extra_body)
     raise RlaifError(f"judge endpoint {endpoint!r} is not anthropic:MODEL or openai:BASE_URL:MODEL "
                      "(e.g. openai:http://127.0.0.1:8000/v1:tiny)")
+
+
+def _response_format(schema: dict[str, Any] | None) -> dict[str, Any]:
+    """OpenAI's `response_format` for a JSON schema (vLLM enforces it with its structured-outputs backend)."""
+    if schema is None:
+        return {}
+    return {"response_format": {"type": "json_schema",
+                                "json_schema": {"name": "verdict", "schema": schema, "strict": True}}}
 
 
 def _classify(err: Exception, secret: str) -> ProviderError:
@@ -89,7 +99,8 @@ class AnthropicProvider(Provider):
         self.name, self.model = f"anthropic:{model}", model
         self.client = AsyncAnthropic(api_key=self._key, max_retries=0, timeout=timeout_s)
 
-    async def complete(self, system: str, user: str, max_tokens: int, temperature: float) -> JudgeReply:
+    async def complete(self, system: str, user: str, max_tokens: int, temperature: float,
+                       schema: dict[str, Any] | None = None) -> JudgeReply:
         extra = {"extra_body": {"temperature": temperature}} if temperature else {}
         try:
             response = await self.client.messages.create(
@@ -115,14 +126,15 @@ class OpenAIProvider(Provider):
         self.name, self.model = f"openai:{base_url}:{model}", model
         self.client = AsyncOpenAI(base_url=base_url, api_key=self._key or "EMPTY", max_retries=0, timeout=timeout_s)
 
-    async def complete(self, system: str, user: str, max_tokens: int, temperature: float) -> JudgeReply:
+    async def complete(self, system: str, user: str, max_tokens: int, temperature: float,
+                       schema: dict[str, Any] | None = None) -> JudgeReply:
         import json
 
         try:
             response = await self.client.chat.completions.create(
                 model=self.model, max_tokens=max_tokens, temperature=temperature,
                 messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
-                extra_body=self.extra_body)
+                extra_body=self.extra_body, **_response_format(schema))
         except Exception as err:
             raise _classify(err, self._key) from None
         if not response.choices:

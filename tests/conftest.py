@@ -117,6 +117,11 @@ def smollm2_server(smollm2_tools, tmp_path_factory):
                       env={"VLLM_CPU_KVCACHE_SPACE": "1"})
 
 
+JUDGE_SERVER_STRUCTURED = '{"backend": "xgrammar", "disable_any_whitespace": true}'
+"""What a judge's server needs for `structured: true`: without it, a JSON schema lets a weak model pad the verdict
+with whitespace until `max_tokens` (a failed verdict, counted apart, never a score)."""
+
+
 def _serve(model: Path, name: str, log: Path, max_model_len: int = 4096, env: dict[str, str] | None = None):
     """Start `vllm serve` on `model` on a free loopback port, wait for /health, yield its URL, then stop it."""
     import signal
@@ -129,7 +134,8 @@ def _serve(model: Path, name: str, log: Path, max_model_len: int = 4096, env: di
         proc = subprocess.Popen(
             [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
              "--served-model-name", name, "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
-             "--enforce-eager", "--gpu-memory-utilization", "0.1", "--max-model-len", str(max_model_len)],
+             "--enforce-eager", "--gpu-memory-utilization", "0.1", "--max-model-len", str(max_model_len),
+             "--structured-outputs-config", JUDGE_SERVER_STRUCTURED],
             stdout=sink, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **(env or {})})
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300

@@ -225,6 +225,34 @@ def test_a_real_openai_compatible_judge_gives_a_verdict_with_structured_outputs(
 
 
 @pytest.mark.vllm
+def test_structured_verdicts_parse_even_from_a_random_model(vllm_server):
+    """`structured: true` sends each verdict's JSON schema; vLLM enforces it, so the random tiny model, which
+    cannot write JSON on its own (next test), gives rubric and group verdicts that all parse."""
+    j = Judge(JudgeConfig(endpoint=f"openai:{vllm_server}/v1:tiny", cache=None, max_tokens=400, retries=0,
+                          structured=True))
+
+    async def both(j: Judge):
+        return [await j.score(TASK, "It returns x plus 3.", RUBRIC),
+                *await j.score_group(TASK, ["x + 3", "x - 3", "nothing at all"], RUBRIC)]
+
+    results = scored(j, both)
+    assert [r.status for r in results] == ["ok"] * 4 and j.stats["parse_failures"] == 0
+    assert set(results[0].details["samples"][0]["criteria"]) == {"correct", "brief"}
+
+
+@pytest.mark.unit
+def test_the_structured_schema_is_sent_as_response_format_and_refused_for_anthropic():
+    with JudgeEndpoint(Reply(text=VERDICT)) as endpoint:
+        result = scored(judge(endpoint.url, structured=True), lambda j: j.score(TASK, "It returns x plus 3.", RUBRIC))
+    assert result.status == "ok"
+    schema = endpoint.requests[0]["body"]["response_format"]["json_schema"]["schema"]
+    names = [item["properties"]["name"]["const"] for item in schema["properties"]["criteria"]["prefixItems"]]
+    assert names == ["correct", "brief"] and schema["required"] == ["criteria", "score", "reason"]
+    with pytest.raises(ValueError, match="structured: true needs an openai: endpoint"):
+        JudgeConfig(endpoint="anthropic:claude-sonnet-4-5", structured=True)
+
+
+@pytest.mark.vllm
 @pytest.mark.parametrize("protocol", ["openai", "anthropic"])
 def test_a_real_judge_that_cannot_produce_json_is_infra_error_not_zero(vllm_server, protocol, monkeypatch):
     monkeypatch.setenv("ANTHROPIC_BASE_URL", vllm_server)

@@ -291,6 +291,18 @@ class JudgeConfig(Section):
     extra_body: dict[str, Any] | None = None
     """Server-specific request fields for `openai:` judges, e.g. vLLM's
     `{"structured_outputs": {"json": SCHEMA}}` to force parseable verdicts from a local model."""
+    structured: bool = False
+    """Send each call its verdict's JSON schema (`rlaif_rewards.schemas`: the rubric's criteria, or the group's
+    answer ids, each once) as OpenAI's `response_format`, which vLLM enforces, so that every verdict parses.
+    `openai:` judges only; for a small local model. Serve it with `--structured-outputs-config
+    '{"backend": "xgrammar", "disable_any_whitespace": true}'`, or a weak model may pad a verdict with blanks."""
+
+    @model_validator(mode="after")
+    def _structured_needs_openai(self) -> Self:
+        if self.structured and not self.endpoint.startswith("openai:"):
+            raise ValueError(f"judge {self.name!r}: structured: true needs an openai: endpoint (a server that "
+                             "enforces response_format, such as vLLM); remove it for an anthropic: judge")
+        return self
 
 
 class ComponentConfig(Section):
