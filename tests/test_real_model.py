@@ -185,11 +185,11 @@ def test_eval_on_generated_pyfunc_and_real_humaneval_reports_base_pass_at_1(smol
                            "128", "--concurrency", "12", "--arg", "catalogue=wide", "--arg", "generated=500",
                            "--arg", "test_fraction=0.35")
     humaneval = _eval_summary(tmp_path / "humaneval", "--policy", policy, "--data", str(humaneval_file()),
-                              "--split", "all", "--limit", "12", "--max-tokens", "256", "--concurrency", "12")
+                              "--split", "all", "--limit", "8", "--max-tokens", "256", "--concurrency", "12")
     for name, summary in (("pyfunc", pyfunc), ("HumanEval", humaneval)):
         print(f"smollm2 {name}: pass@1 {summary['pass@1']:.3f} {summary['pass@1_ci']} on {summary['tasks']} tasks x "
               f"{summary['samples']} samples")
-    assert pyfunc["tasks"] == 12 and humaneval["tasks"] == 12
+    assert pyfunc["tasks"] == 12 and humaneval["tasks"] == 8
     assert pyfunc["pass@1"] > 0  # it solves some of the simple functions (a fifth, at temperature 1)
 
 
@@ -225,13 +225,13 @@ def test_smollm2_as_a_local_judge_is_checked_and_calibrated(smollm2_server, base
     vLLM) so that every verdict parses: its canary check and its calibration against unit tests are measured, not
     required to be good."""
     config = config_file(tmp_path, f"openai:{smollm2_server}/v1:smollm2", structured=True, max_tokens=600)
-    check = rlaif("judge", "check", "--config", config, "--limit", "2", "--json")
+    check = rlaif("judge", "check", "--config", config, "--limit", "1", "--json")
     assert check.returncode in (0, 1), check.stderr[-2000:]  # 1: it missed a canary, which a 135M judge may
     canaries = json.loads(check.stdout)
     print("judge check:", json.dumps(canaries))
     assert all(row["failed_verdicts"] == 0 for row in canaries["canaries"].values())  # every verdict parsed
     out = tmp_path / "rows.jsonl"
-    done = rlaif("judge", "calibrate", config, "--env", "pyfunc", "--limit", "4", "--out", str(out))
+    done = rlaif("judge", "calibrate", config, "--env", "pyfunc", "--limit", "2", "--out", str(out))
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout)
     print("judge calibrate:", json.dumps(report))

@@ -24,6 +24,8 @@ def test_cli_builds_byte_identical_models_from_the_same_seed(tmp_path):
     a, b = _digests(tmp_path / "a"), _digests(tmp_path / "b")
     assert "model.safetensors" in a and "tokenizer.json" in a
     assert a == b
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "a").iterdir()}
+    assert (tmp_path / "a").stat().st_mode & 0o777 == 0o755 and set(modes.values()) == {0o644}, modes  # shareable
 
 
 def test_another_seed_gives_other_weights(tmp_path):

@@ -21,7 +21,6 @@ when training has finished: it appears whole or not at all.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from rlaif.errors import RlaifError
-from rlaif.models.modeldir import require_model_dir
+from rlaif.models.modeldir import publish_model_dir, require_model_dir
 
 ROLES = ("system", "user", "assistant", "tool")
 FULL_LR, LORA_LR = 2e-5, 2e-4
@@ -275,10 +274,7 @@ def run_sft(dataset: str | Path, model: str | Path, out: str | Path, options: SF
         summary["minutes"] = round((time.monotonic() - started) / 60, 2)
         (staging / "sft.json").write_text(json.dumps(summary, indent=2) + "\n")
         shutil.rmtree(staging / "trainer", ignore_errors=True)
-        staging.chmod(0o755)  # mkdtemp makes it private; a model directory is meant to be shared
-        if out.exists():
-            out.rmdir()
-        os.rename(staging, out)
+        publish_model_dir(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return summary

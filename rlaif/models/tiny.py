@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rlaif.errors import RlaifError
+from rlaif.models.modeldir import publish_model_dir
 from rlaif.models.templates import chatml_tools
 
 IM_START, IM_END, PAD = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
@@ -69,10 +70,7 @@ def build_tiny_model(out: Path, spec: TinySpec = TinySpec(), force: bool = False
         tokenizer.save_pretrained(work)
         _init_model(spec, tokenizer).save_pretrained(work, safe_serialization=True)
         (work / STAMP).write_text(json.dumps(asdict(spec), indent=2) + "\n")
-        work.chmod(0o755)  # mkdtemp makes it private; a model directory is meant to be shared
-        if out.exists():
-            shutil.rmtree(out)
-        work.rename(out)
+        publish_model_dir(work, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return True
