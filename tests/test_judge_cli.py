@@ -94,6 +94,15 @@ def test_judge_check_passes_a_sensible_judge_and_fails_a_gullible_one(tmp_path):
     assert rates["empty"] == rates["colon"] == rates["question_repeated"] == 0.0, "short-circuited without a call"
 
 
+def test_judge_check_says_why_verdicts_failed(tmp_path):
+    with JudgeEndpoint(lambda request: Reply(text="I think it is fine.")) as endpoint:
+        done = rlaif("judge", "check", "--config", config_file(tmp_path, endpoint.url), "--limit", "1")
+    assert done.returncode == 1, "a judge whose verdicts never parse is a miss, not a pass"
+    causes = [line for line in done.stderr.splitlines() if "failed verdict" in line]
+    assert len(causes) == 1 and causes[0].startswith("3 failed verdicts: "), done.stderr
+    assert "verdict" in causes[0].split(": ", 1)[1].lower() or "json" in causes[0].lower(), causes
+
+
 def test_train_refuses_a_judges_only_config_naming_model_path(tmp_path):
     done = rlaif("train", config_file(tmp_path, "http://127.0.0.1:9"))
     assert done.returncode == 2

@@ -281,7 +281,15 @@ def test_one_shot_cli_cleans_up_when_interrupted(docker_engine, base_image, sig)
     assert owner, "the sandbox never started"
     time.sleep(0.3)
     proc.send_signal(getattr(__import__("signal"), sig))
-    proc.wait(timeout=30)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        py_spy = Path(sys.executable).with_name("py-spy")
+        stacks = (subprocess.run([py_spy, "dump", "--pid", str(proc.pid)], capture_output=True, text=True).stdout
+                  if py_spy.exists() else "(no py-spy)")
+        proc.kill()
+        pytest.fail(f"{sig} did not end `rlaif sandbox run` within 30 s; its stacks:\n{stacks}\n"
+                    f"stderr: {proc.communicate()[1].decode(errors='replace')[-2000:]}")
     assert not [c for c in sandbox_containers(run="cli") if c.labels["rlaif.owner"] == owner]
 
 

@@ -110,4 +110,6 @@ def test_the_judge_budget_ends_the_run_at_a_checkpoint_and_a_raised_budget_resum
     assert len(trained) == len(set(trained)) == 3 * 4, "nothing trained twice, nothing lost"
     spend = json.loads((run / "judge_spend.json").read_text())["judges"]["j"]
     assert spend["calls"] == len(endpoint.requests) > first_calls, "the resumed run counted on from the first's spend"
-    assert metrics[-1]["judge/j/calls"] == spend["calls"]
+    # The last row is the ledger at step 3; groups still in flight then (for steps that never run) may finish their
+    # calls on the reward workers before the run cancels them, so the ledger can end above it, never below.
+    assert first_calls < metrics[-1]["judge/j/calls"] <= spend["calls"]

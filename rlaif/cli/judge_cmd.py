@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from pathlib import Path
 
 import typer
@@ -130,8 +131,10 @@ def check(
         scored = [r.total for r in results if r.total is not None]
         passed = sum(s >= threshold for s in scored)
         rate = passed / len(scored) if scored else None
+        errors = Counter(str(r.details.get("error")) for r in results if r.total is None)
         report["canaries"][name] = {"pass_rate" if name == "reference" else "false_pass_rate": rate,
-                                    "scored": len(scored), "failed_verdicts": len(results) - len(scored)}
+                                    "scored": len(scored), "failed_verdicts": len(results) - len(scored),
+                                    "errors": dict(errors.most_common())}
         misses += (len(scored) - passed if name == "reference" else passed) + len(results) - len(scored)
     if as_json:
         typer.echo(json.dumps(report))
@@ -142,6 +145,9 @@ def check(
             table.add_row(name, "pass" if name == "reference" else "fail", "-" if rate is None else f"{rate:.2f}",
                           str(row["scored"]), str(row["failed_verdicts"]))
         typer.echo(render(table))
+        failures = sum((Counter(row["errors"]) for row in report["canaries"].values()), Counter())
+        for error, count in failures.most_common():
+            typer.echo(f"{count} failed verdict{'s' * (count != 1)}: {error}", err=True)
     raise typer.Exit(1 if misses else 0)
 
 

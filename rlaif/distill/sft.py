@@ -184,8 +184,10 @@ def masking_template(tokenizer: Any, model_dir: Path) -> str | None:
         except ValueError as err:
             raise RlaifError(
                 f"the chat template of {model_dir} has no {{% generation %}} markers, so assistant tokens cannot be "
-                "told from the rest, and TRL has no training variant of it; wrap each assistant turn's content, tool "
-                "calls and end-of-turn token in {% generation %}...{% endgeneration %} (as rlaif/models/tiny.py does)"
+                "told from the rest, and TRL has no training variant of it; give it one that has them with "
+                f"`rlaif model template {model_dir} chatml-tools` (`smollm2-tools` for SmolLM2, or a file that wraps "
+                "each assistant turn's content, tool calls and end-of-turn token in "
+                "{% generation %}...{% endgeneration %})"
             ) from err
     if not is_chat_template_stop_token_trained(tokenizer, chat_template=template):
         raise RlaifError(f"the chat template of {model_dir} leaves the assistant's end-of-turn token outside "
