@@ -89,8 +89,8 @@ def test_sft_with_lora_teaches_tool_calls_which_go_through_the_chat_template_and
                                                                                         tmp_path):
     """Untrained, SmolLM2 answers "Add 17 and 25." in prose even with the tool in its prompt (and SmolLM2's own
     template drops tools: see test_model_import for the one-line refusal and `rlaif model template`). SFT with LoRA on
-    24 tool-call conversations teaches it; the merged model, synced into the engine, calls the tool with new numbers,
-    the call parses, and the tool's result renders into the next prompt."""
+    12 tool-call conversations (2 epochs, about a minute on 2 cores) teaches it; the merged model, synced into the
+    engine, calls the tool with new numbers, the call parses, and the tool's result renders into the next prompt."""
     from transformers import AutoModelForCausalLM
 
     from rlaif.policies.endpoints import Sampling
@@ -107,8 +107,8 @@ def test_sft_with_lora_teaches_tool_calls_which_go_through_the_chat_template_and
     assert "<tool_call>" not in policy.tokenizer.decode(untrained.turn.completion_ids)
 
     out = tmp_path / "sft"
-    done = rlaif("sft", str(write_dataset(tmp_path / "data", _add_rows(24))), "--model", str(smollm2_tools), "--out",
-                 str(out), "--lora-rank", "16", "--lr", "2e-3", "--epochs", "3", "--batch-size", "4",
+    done = rlaif("sft", str(write_dataset(tmp_path / "data", _add_rows(12))), "--model", str(smollm2_tools), "--out",
+                 str(out), "--lora-rank", "16", "--lr", "2e-3", "--epochs", "2", "--batch-size", "4",
                  "--max-length", "384")
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((out / "sft.json").read_text())
