@@ -120,7 +120,7 @@ def tool_caller(tiny_model, tmp_path_factory):
                      "tools": json.dumps([t.as_openai() for t in env.tools(task)])})
     root = tmp_path_factory.mktemp("tool_caller")
     (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    run_sft(root, tiny_model, root / "model", SFTOptions(epochs=40, lr=3e-3, batch_size=6, max_length=1536))
+    run_sft(root, tiny_model, root / "model", SFTOptions(epochs=20, lr=5e-3, batch_size=6, max_length=1536))
     return root / "model"
 
 
