@@ -22,6 +22,9 @@ os.environ.update(LOOPBACK_ENV)  # before anything imports ray
 os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# What EnginePolicy.start sets on the CPU, for every vLLM the suite starts (LLM, `vllm serve`): the engine core runs
+# the model itself, no worker process of its own (see rlaif.policies.engine.CPU_MULTIPROCESSING).
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
 
 @pytest.fixture(scope="session")

@@ -29,6 +29,11 @@ _request_ids = itertools.count()
 # On the CPU build, vLLM's default KV cache is gpu_memory_utilization x the machine's memory less the engine
 # process's own RSS, so a 0.5 GB model at 0.1 gets almost none; a fixed size does not depend on what else is loaded.
 CPU_KV_CACHE_BYTES = 1 << 30
+# On the CPU build, VLLM_ENABLE_V1_MULTIPROCESSING=1 (vLLM's default) makes the engine core run the model in a worker
+# process of its own; at 0 the engine core (still a process apart from the caller's: AsyncLLM always has one) runs it.
+# One process fewer to import vLLM and poll the same cores: on 2 cores, start-up 10-19 s shorter and 1.5x the tokens/s
+# (benchmarks/results/engine_cpu.md). Set it to 1 to get vLLM's default back.
+CPU_MULTIPROCESSING = "VLLM_ENABLE_V1_MULTIPROCESSING"
 
 
 class EnginePolicy(Policy):
@@ -47,15 +52,17 @@ class EnginePolicy(Policy):
         Logprobs are the sampling distribution's (`processed_logprobs`: after temperature), what the learner scores
         at the same temperature; vLLM's default would be the raw model's, right only at temperature 1. On the CPU
         the KV cache is `CPU_KV_CACHE_BYTES` unless `kv_cache_memory_bytes` or VLLM_CPU_KVCACHE_SPACE says
-        otherwise."""
+        otherwise, and the engine core runs the model itself (`CPU_MULTIPROCESSING`)."""
         from transformers import AutoTokenizer
         from vllm import AsyncEngineArgs
         from vllm.platforms import current_platform
         from vllm.v1.engine.async_llm import AsyncLLM
 
         engine_args.setdefault("logprobs_mode", "processed_logprobs")
-        if current_platform.is_cpu() and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
-            engine_args.setdefault("kv_cache_memory_bytes", CPU_KV_CACHE_BYTES)
+        if current_platform.is_cpu():
+            os.environ.setdefault(CPU_MULTIPROCESSING, "0")
+            if not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+                engine_args.setdefault("kv_cache_memory_bytes", CPU_KV_CACHE_BYTES)
         args = AsyncEngineArgs(model=model, dtype=dtype, enforce_eager=True, seed=seed,
                                gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
                                **engine_args)
