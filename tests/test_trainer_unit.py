@@ -61,6 +61,20 @@ def test_async_mode_runs_max_staleness_versions_ahead(tmp_path):
     assert _admitted(trainer) == 8
 
 
+def test_no_group_is_admitted_for_a_step_past_the_last(tmp_path):
+    """Two steps left of three, async two versions ahead: two batches' worth, not three; a dropped group's slot is
+    refilled; once the last batch is drawn, nothing more starts."""
+    trainer = _trainer(tmp_path, "train.mode=async", "train.max_staleness=2", "learner.steps=3")
+    trainer.state.step = trainer.state.version = trainer.engine_version = 1
+    assert _admitted(trainer) == 8
+    del trainer.inflight[0]  # dropped (no signal, say): its batch is one short again
+    assert _admitted(trainer) == 1
+    trainer.inflight.clear()
+    trainer.state.step = trainer.state.version = trainer.engine_version = 2
+    trainer.training = 1
+    assert _admitted(trainer) == 0
+
+
 def test_sync_every_k_allows_k_minus_one_versions_of_lag(tmp_path):
     assert _trainer(tmp_path, "train.mode=sync", "train.sync_every=3").max_staleness == 2
 

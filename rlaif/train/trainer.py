@@ -155,9 +155,14 @@ class Trainer:
 
     # ---- generation ---------------------------------------------------------------------------------------
     def _may_admit(self) -> bool:
+        """Whether a new group may start: the step that will train it (batches ahead of it, counting the one in
+        training) exists, and is within the staleness bound of the engines' weights. Groups for steps past the last
+        would only spend rollouts and judge calls while the run trains, syncs and saves its last step."""
         pending = len(self.state.buffer) + len(self.inflight)
-        trains_at = self.state.version + self.training + pending // self.config.learner.batch_tasks
-        return trains_at - self.engine_version <= self.max_staleness
+        ahead = self.training + pending // self.config.learner.batch_tasks
+        if self.state.step + ahead >= self.config.learner.steps:
+            return False
+        return self.state.version + ahead - self.engine_version <= self.max_staleness
 
     async def _admit_forever(self) -> None:
         while True:
