@@ -54,16 +54,30 @@ def test_concurrent_episodes_record_exact_tokens_and_sampling_logprobs(tiny_mode
         assert torch.allclose(expected, torch.tensor(turn.logprobs), atol=2e-3), (expected, turn.logprobs)
 
 
-def test_the_learner_scores_tokens_as_the_engine_sampled_them_at_temperature_0_7(tiny_model):
+def _vllm_processes() -> list[str]:
+    """The titles of this process's descendants that vLLM started (it names them VLLM::EngineCore, VLLM::Worker...)."""
+    import psutil
+
+    titles = [" ".join(child.cmdline()) for child in psutil.Process().children(recursive=True)]
+    return [title for title in titles if title.startswith("VLLM")]
+
+
+def test_the_learner_scores_tokens_as_the_engine_sampled_them_at_temperature_0_7(tiny_model, monkeypatch):
     """At T=0.7 the engine reports the sampling distribution's logprobs and the learner, scoring at the same
-    temperature, matches them; scoring at T=1 (the old behaviour) would not."""
+    temperature, matches them; scoring at T=1 (the old behaviour) would not. Left to itself on the CPU, the engine is
+    one process apart from the caller's: its engine core runs the model, with no worker process of its own."""
     import torch
 
+    from rlaif.policies.engine import CPU_MULTIPROCESSING
     from rlaif.train.learner import Learner, Sample
+
+    monkeypatch.delenv(CPU_MULTIPROCESSING, raising=False)  # the suite sets it for its other engines
 
     async def go():
         policy = EnginePolicy.start(str(tiny_model), max_model_len=512)
         try:
+            processes = _vllm_processes()
+            assert len(processes) == 1 and processes[0].startswith("VLLM::EngineCore"), processes
             ask = [Message(role="user", content="Write a function that adds two numbers.")]
             # No per-request seed: the CPU build's engine dies on one (see rlaif.cluster.rollout_worker).
             return await asyncio.gather(*(policy.complete(ask, [], Sampling(max_tokens=16, temperature=0.7))

@@ -46,7 +46,9 @@ def cluster():
     # the head's agent on a free port: Ray's default (52365) is taken while another Ray instance runs (ray_local)
     c = Cluster(initialize_head=True, connect=False, head_node_args={
         "num_cpus": 2, "resources": {"head": 1}, "include_dashboard": True, "dashboard_host": "127.0.0.1",
-        "dashboard_port": port, "dashboard_agent_listen_port": _free_port()})
+        "dashboard_port": port, "dashboard_agent_listen_port": _free_port(),
+        # a killed node is found dead after 3 missed 1 s health checks, not Ray's 5 of 3 s
+        "_system_config": {"health_check_period_ms": 1000, "health_check_failure_threshold": 3}})
     for _ in range(2):
         c.add_node(num_cpus=2, resources={"rollout": 1, "sandbox": 1})
     address = f"http://127.0.0.1:{port}"
