@@ -54,12 +54,12 @@ def test_concurrent_episodes_record_exact_tokens_and_sampling_logprobs(tiny_mode
         assert torch.allclose(expected, torch.tensor(turn.logprobs), atol=2e-3), (expected, turn.logprobs)
 
 
-def _vllm_processes() -> list[str]:
-    """The titles of this process's descendants that vLLM started (it names them VLLM::EngineCore, VLLM::Worker...)."""
+def _vllm_processes() -> dict[int, str]:
+    """This process's descendants that vLLM started (it titles them VLLM::EngineCore, VLLM::Worker...), by pid."""
     import psutil
 
-    titles = [" ".join(child.cmdline()) for child in psutil.Process().children(recursive=True)]
-    return [title for title in titles if title.startswith("VLLM")]
+    titles = {child.pid: " ".join(child.cmdline()) for child in psutil.Process().children(recursive=True)}
+    return {pid: title for pid, title in titles.items() if title.startswith("VLLM")}
 
 
 def test_the_learner_scores_tokens_as_the_engine_sampled_them_at_temperature_0_7(tiny_model, monkeypatch):
@@ -74,9 +74,10 @@ def test_the_learner_scores_tokens_as_the_engine_sampled_them_at_temperature_0_7
     monkeypatch.delenv(CPU_MULTIPROCESSING, raising=False)  # the suite sets it for its other engines
 
     async def go():
+        others = _vllm_processes()  # the session's servers, say
         policy = EnginePolicy.start(str(tiny_model), max_model_len=512)
         try:
-            processes = _vllm_processes()
+            processes = [title for pid, title in _vllm_processes().items() if pid not in others]
             assert len(processes) == 1 and processes[0].startswith("VLLM::EngineCore"), processes
             ask = [Message(role="user", content="Write a function that adds two numbers.")]
             # No per-request seed: the CPU build's engine dies on one (see rlaif.cluster.rollout_worker).
